@@ -1,0 +1,1 @@
+"""Prefect flows and deployments: thin wiring over pipelines/, plus the `lacgan` command line."""
