@@ -1,0 +1,85 @@
+"""`lacgan detect train|score`: train a detector on an aligned store's training folds, score frames to Parquet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+TRAINABLE = ("jaanet", "hogsvm")
+ALL = ("jaanet", "hogsvm", "openface")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("detect", help="AU detectors: train on an aligned store, score frames")
+    sub = p.add_subparsers(dest="detect_command", required=True, metavar="ACTION")
+
+    t = sub.add_parser("train", help="train jaanet or hogsvm on every fold but --test-fold")
+    t.add_argument("--detector", choices=TRAINABLE, required=True)
+    t.add_argument("--store", required=True, help="aligned store (STORE.zarr, from `lacgan align`)")
+    t.add_argument("--out", required=True, help="folder for weights + config.json (re-run to resume jaanet)")
+    t.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="cpu: small input/channels")
+    t.add_argument("--test-fold", type=int, default=3, help="held-out fold, scored after training (default 3)")
+    t.add_argument("--minutes", type=float, default=None, help="stop jaanet training after this many minutes")
+    t.add_argument("--epochs", type=int, default=None, help="jaanet: override the preset's epoch count")
+    t.set_defaults(func=_train)
+
+    s = sub.add_parser("score", help="score frames of an aligned store; writes a Parquet score table")
+    s.add_argument("--detector", choices=ALL, required=True)
+    s.add_argument("--weights", default=None, help="folder written by `detect train` (jaanet, hogsvm)")
+    s.add_argument("--store", required=True, help="aligned store (STORE.zarr)")
+    s.add_argument("--out", required=True, help="SCORES.parquet")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--fold", type=int, default=None, help="score only this fold")
+    which.add_argument("--rows", choices=("all",), default="all", help="score every aligned row (default)")
+    s.add_argument("--openface-bin", default=None,
+                   help="FeatureExtraction path (else $OPENFACE_FEATURE_EXTRACTION, else PATH)")
+    s.add_argument("--grouping", choices=("sequence", "static"), default="sequence",
+                   help="openface: dynamic models per subject-task sequence, or static models (-au_static)")
+    s.add_argument("--openface-model", default=None, help="openface -mloc, e.g. model/main_clnf_general.txt")
+    s.add_argument("--timeout", type=float, default=900.0, help="openface: seconds per sequence")
+    s.set_defaults(func=_score)
+
+
+def _train(args) -> int:
+    from detectors.base import train_detector
+    from detectors.metrics import format_table
+
+    kw = {} if args.epochs is None else {"epochs": args.epochs}
+    summary = train_detector(args.detector, args.store, args.out, preset=args.preset, test_fold=args.test_fold,
+                             minutes=args.minutes, **kw)
+    print(f"{args.detector}: trained on {summary['train_frames']} frames in {summary['train_minutes']} min; "
+          f"weights in {args.out}")
+    if "metrics" in summary.get("held_out", {}):
+        import pandas as pd
+
+        print(format_table(pd.DataFrame(summary["held_out"]["metrics"]),
+                           f"{args.detector}, held-out fold {args.test_fold} (F1/acc %, vs always-present)"))
+    else:
+        print(json.dumps(summary.get("held_out")))
+    return 0
+
+
+def _score(args) -> int:
+    from detectors.base import load_detector, write_scores
+    from detectors.frames import FrameSource
+    from detectors.metrics import au_metrics, format_table
+
+    settings = {}
+    if args.detector == "openface":
+        settings = {"binary": args.openface_bin, "grouping": args.grouping, "model": args.openface_model,
+                    "timeout": args.timeout}
+    elif args.weights is None:
+        print(f"error: --detector {args.detector} needs --weights DIR", file=sys.stderr)
+        return 2
+    det = load_detector(args.detector, args.weights, **settings)
+    frames = FrameSource.from_store(args.store, fold=args.fold)
+    df = det.score(frames)
+    write_scores(df, args.out, det)
+    bad = df.loc[df["status"] != "ok", "frame_id"].nunique()
+    print(f"{det.name}: {len(frames)} frames scored -> {args.out}" + (f" ({bad} frames failed)" if bad else ""))
+    if frames.labels is not None and len(frames):
+        what = f"fold {args.fold}" if args.fold is not None else "all rows (includes training folds)"
+        print(format_table(au_metrics(frames.labels, df, det.supported_aus, frames.frame_ids),
+                           f"{det.name} on {what} (F1/acc %, vs always-present)"))
+    return 0

@@ -1,0 +1,131 @@
+"""The JAA-Net network (JAA-Net v1 of Shao et al., ECCV 2018), sized by `unit` (channels) and `crop` (input px).
+
+    region_learning   two hierarchical multi-scale region layers, each followed by 2× max-pooling
+    align             feature stack + two linear layers -> 49 landmarks (crop pixels)
+    predefined maps   from the predicted landmarks, not differentiated (detectors.jaanet.landmarks)
+    refine            per AU, four unpadded 3×3 convs with sigmoid: (map+8)² -> map² attention
+    local             per AU, a feature stack on region features × refined attention, averaged over AUs
+    global            a feature stack on the region features
+    au_head           [align, global, local] features -> two linear layers -> (B, 2, 12) log-probabilities
+
+Per-patch and per-AU convolutions are written as grouped convolutions: the patches (or AUs) are moved into
+the channel axis, so one kernel runs all of them with their own weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from detectors.jaanet.landmarks import N_POINTS, predefined_maps
+from manifests.aus import N_AUS
+
+
+class PatchConv(nn.Module):
+    """Split the map into a grid×grid of patches; per patch its own BN, ReLU and 3×3 conv (padding 1)."""
+
+    def __init__(self, grid: int, cin: int, cout: int):
+        super().__init__()
+        self.grid, self.cout = grid, cout
+        g = grid * grid
+        self.bn = nn.BatchNorm2d(g * cin)  # per patch and channel, as separate BNs per patch would be
+        self.conv = nn.Conv2d(g * cin, g * cout, 3, padding=1, groups=g)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        k = self.grid
+        if h % k or w % k:
+            raise ValueError(f"PatchConv: {h}×{w} feature map does not split into a {k}×{k} grid")
+        ph, pw = h // k, w // k
+        p = x.view(b, c, k, ph, k, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, k * k * c, ph, pw)
+        p = self.conv(F.relu(self.bn(p)))
+        return p.view(b, k, k, self.cout, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, self.cout, h, w)
+
+
+class RegionLayer(nn.Module):
+    """3×3 conv, then patch convs on 8×8, 4×4, 2×2 grids in cascade (out/2, out/4, out/4 channels),
+    concatenated and added to the conv output, then BN + ReLU."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.p8 = PatchConv(8, cout, cout // 2)
+        self.p4 = PatchConv(4, cout // 2, cout // 4)
+        self.p2 = PatchConv(2, cout // 4, cout - cout // 2 - cout // 4)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        x = self.conv(x)
+        a = self.p8(x)
+        b = self.p4(a)
+        c = self.p2(b)
+        return F.relu(self.bn(x + torch.cat([a, b, c], 1)))
+
+
+def feature_stack(cin: int, unit: int, groups: int = 1) -> nn.Sequential:
+    """Three stages of two 3×3 conv-BN-ReLU and a 2× max-pool (12, 16, 20 × unit channels, per group)."""
+    layers, c = [], cin
+    for width in (12 * unit, 16 * unit, 20 * unit):
+        for _ in range(2):
+            layers += [nn.Conv2d(c * groups, width * groups, 3, padding=1, groups=groups),
+                       nn.BatchNorm2d(width * groups), nn.ReLU(inplace=True)]
+            c = width
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class JaaNet(nn.Module):
+    def __init__(self, crop: int = 176, unit: int = 8, n_aus: int = N_AUS):
+        super().__init__()
+        if crop % 16 or crop < 64:
+            raise ValueError(f"JaaNet: crop {crop} must be a multiple of 16 and ≥ 64 (8×8 patch grids at full and "
+                             f"half size; three 2× pools after the region layers)")
+        self.crop, self.unit, self.n_aus = crop, unit, n_aus
+        self.map_size = crop // 4  # region features and refined attention maps
+        s = self.map_size // 2 // 2 // 2  # after a feature stack (floor at each pool: 44 -> 5)
+        feat = 20 * unit * s * s
+        self.region = nn.Sequential(RegionLayer(3, 4 * unit), nn.MaxPool2d(2), RegionLayer(4 * unit, 8 * unit),
+                                    nn.MaxPool2d(2))
+        self.align = feature_stack(8 * unit, unit)
+        self.align_out = nn.Sequential(nn.Linear(feat, 64 * unit), nn.Linear(64 * unit, 2 * N_POINTS))
+        r = 8 * unit
+        self.refine = nn.Sequential(  # per AU (groups = n_aus), unpadded: (map+8)² -> map²
+            nn.Conv2d(n_aus, n_aus * r, 3, groups=n_aus), nn.BatchNorm2d(n_aus * r), nn.ReLU(inplace=True),
+            nn.Conv2d(n_aus * r, n_aus * r, 3, groups=n_aus), nn.BatchNorm2d(n_aus * r), nn.ReLU(inplace=True),
+            nn.Conv2d(n_aus * r, n_aus * r, 3, groups=n_aus), nn.BatchNorm2d(n_aus * r), nn.ReLU(inplace=True),
+            nn.Conv2d(n_aus * r, n_aus, 3, groups=n_aus), nn.Sigmoid())
+        self.local = feature_stack(8 * unit, unit, groups=n_aus)
+        self.glob = feature_stack(8 * unit, unit)
+        self.au_head = nn.Sequential(nn.Linear(3 * feat, 64 * unit), nn.Linear(64 * unit, 2 * n_aus))
+
+    def init_landmarks(self, mean_lm49: np.ndarray):
+        """Start the alignment output at the training set's mean shape (a short CPU run then begins with usable
+        attention maps instead of maps drawn from random points)."""
+        last = self.align_out[-1]
+        with torch.no_grad():
+            last.weight.mul_(0.01)
+            last.bias.copy_(torch.as_tensor(np.asarray(mean_lm49, np.float32).reshape(-1)))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x (B, 3, crop, crop) in [-1, 1] -> dict: au_logp (B, 2, A), landmarks (B, 49, 2), maps (B, A, m+8, m+8)
+        predefined, refined (B, A, m, m)."""
+        b = x.shape[0]
+        feat = self.region(x)
+        align_feat = self.align(feat)
+        lm = self.align_out(align_feat.flatten(1)).view(b, N_POINTS, 2)
+        m = self.map_size
+        # Maps are drawn at (m+8)² around the same centre so the unpadded refine convs return m²:
+        # a (m+8)-px map over a crop scaled by (m+8)/m; shift landmarks by 4 map px = 4·crop/m crop px.
+        pad = 4 * self.crop / m
+        pre = predefined_maps(lm.detach().cpu().numpy() + pad, self.crop + 2 * pad, m + 8)
+        pre = torch.from_numpy(pre).to(x.device)
+        refined = self.refine(pre)
+        local_in = (feat.unsqueeze(1) * refined.unsqueeze(2)).flatten(1, 2)  # (B, A·C, m, m)
+        local = self.local(local_in)
+        local = local.view(b, self.n_aus, -1, *local.shape[2:]).mean(1)
+        glob = self.glob(feat)
+        z = torch.cat([align_feat.flatten(1), glob.flatten(1), local.flatten(1)], 1)
+        logits = self.au_head(z).view(b, 2, self.n_aus)
+        return {"au_logp": F.log_softmax(logits, 1), "landmarks": lm, "maps": pre, "refined": refined}

@@ -1,0 +1,217 @@
+"""Training JAA-Net on the training folds of an aligned store; the held-out fold's F1 goes in the summary.
+
+`train_jaanet(store, out_dir, preset="cpu"|"paper", test_fold=3, minutes=None)` writes to `out_dir`:
+
+    jaanet.safetensors   final weights (state_dict tensors)
+    config.json          JaaNetConfig, AU weights, training summary, held-out metrics
+    checkpoint.pt        resumable state (model + optimizer + epoch), loaded with weights_only=True
+    train_cache.npy      training crops resized to the input size (a memmap, so BP4D need not fit in RAM)
+
+Re-running the same command resumes at the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from detectors.jaanet import data
+from detectors.jaanet.landmarks import interocular, to_49
+from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
+                                     landmark_loss)
+from detectors.jaanet.model import JaaNet
+from lacgan.device import pick_device
+from manifests.aligned import AlignedStore
+
+
+@dataclass(frozen=True)
+class JaaNetConfig:
+    input_size: int = 200  # faces resized to this before cropping (paper: 200)
+    crop: int = 176  # random crop for training, centre crop for testing (paper: 176)
+    unit: int = 8  # channel unit; widths are multiples of it (reference code: 8)
+    batch_size: int = 8  # paper/reference: 8
+    epochs: int = 12  # reference: 12
+    lr: float = 0.01  # initial SGD learning rate
+    lr_gamma: float = 0.3  # lr × 0.3 ...
+    lr_step: int = 2  # ... every 2 epochs
+    momentum: float = 0.9  # Nesterov momentum
+    weight_decay: float = 5e-4
+    lambda_au: float = 1.0  # AU loss (softmax + Dice) weight
+    lambda_land: float = 0.5  # landmark loss weight
+    lambda_refine: float = 2e-4  # attention refinement weight, divided by refine_lr_mult in the total loss
+    refine_lr_mult: float = 2.0  # the refine module learns at 2× the base lr
+    flip: bool = True  # random mirrors in training
+    seed: int = 0
+    device: str = "auto"  # lacgan.device.pick_device
+
+
+PRESETS: dict[str, JaaNetConfig] = {
+    "paper": JaaNetConfig(),
+    # CPU: 72-px faces cropped to 64, half the channels, bigger batches; the schedule keeps its shape.
+    "cpu": JaaNetConfig(input_size=72, crop=64, unit=4, batch_size=16, epochs=8, lr=0.01, lr_step=3),
+}
+
+
+def lr_at(cfg: JaaNetConfig, epoch: int) -> float:
+    return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step)
+
+
+def build_optimizer(net: JaaNet, cfg: JaaNetConfig) -> torch.optim.SGD:
+    refine = list(net.refine.parameters())
+    ids = {id(p) for p in refine}
+    rest = [p for p in net.parameters() if id(p) not in ids]
+    return torch.optim.SGD([{"params": rest, "lr_mult": 1.0}, {"params": refine, "lr_mult": cfg.refine_lr_mult}],
+                           lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def total_loss(out: dict, labels: torch.Tensor, lm49: torch.Tensor, d_o: torch.Tensor, w: torch.Tensor,
+               cfg: JaaNetConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The JAA-Net objective on one batch and its terms for logging."""
+    soft = au_softmax_loss(out["au_logp"], labels, w)
+    dice = au_dice_loss(out["au_logp"], labels, w)
+    land = landmark_loss(out["landmarks"], lm49, d_o)
+    target = out["maps"][:, :, 4:-4, 4:-4]  # the predefined map over the refined map's pixels
+    refine = attention_refine_loss(out["refined"], target)
+    loss = (cfg.lambda_au * (soft + dice) + cfg.lambda_land * land
+            + cfg.lambda_refine / cfg.refine_lr_mult * refine)
+    return loss, {"au_softmax": soft.item(), "au_dice": dice.item(), "land": land.item(), "refine": refine.item()}
+
+
+def _training_rows(store: AlignedStore, test_fold: int) -> np.ndarray:
+    rows = store.ok_rows()
+    rows = rows[store.folds()[rows] != test_fold]
+    lm = store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None)))
+    rows = rows[np.isfinite(lm).all((1, 2))]
+    if not len(rows):
+        raise ValueError(f"{store.path}: no aligned rows with landmarks outside test fold {test_fold}")
+    return rows
+
+
+def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path) -> np.ndarray:
+    """Training images resized to `size`, as a .npy memmap in out_dir (rebuilt when rows/size differ)."""
+    path, key = out_dir / "train_cache.npy", out_dir / "train_cache.json"
+    want = {"rows": int(len(rows)), "first": int(rows[0]), "last": int(rows[-1]), "size": size,
+            "store": str(store.path)}
+    if path.exists() and key.exists() and json.loads(key.read_text()) == want:
+        return np.load(path, mmap_mode="r")
+    tmp = out_dir / "train_cache.tmp.npy"
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3))
+    step = 256
+    for i in tqdm(range(0, len(rows), step), desc="jaanet: caching training crops", leave=False):
+        arr[i:i + step] = data.resize_images(store.read(rows[i:i + step])[0], size)
+    arr.flush()
+    del arr
+    os.replace(tmp, path)
+    key.write_text(json.dumps(want))
+    return np.load(path, mmap_mode="r")
+
+
+def _atomic_torch_save(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, minutes: float | None = None,
+                 **overrides) -> dict:
+    """Train on every fold but `test_fold`, stop after `minutes` of training if given; save; score the held-out
+    fold. `overrides` replace JaaNetConfig fields of the preset (e.g. epochs=1)."""
+    from detectors.jaanet.detector import JaaNetDetector, save_weights
+
+    if preset not in PRESETS:
+        raise KeyError(f"unknown JAA-Net preset {preset!r}; choose one of {sorted(PRESETS)}")
+    cfg = replace(PRESETS[preset], **overrides)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = AlignedStore.open(store_path)
+    dev = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    rows = _training_rows(store, test_fold)
+    labels = store.labels()[rows]
+    lm_in = data.resize_landmarks(store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))),
+                                  store.size, cfg.input_size)
+    lm49_in = to_49(lm_in)
+    images = _cache(store, rows, cfg.input_size, out_dir)
+    w = torch.from_numpy(au_weights(labels)).to(dev)
+
+    net = JaaNet(crop=cfg.crop, unit=cfg.unit).to(dev)
+    off = data.centre_offset(cfg.input_size, cfg.crop)
+    net.init_landmarks(lm49_in.mean(0) - off)
+    opt = build_optimizer(net, cfg)
+    start_epoch, ckpt = 0, out_dir / "checkpoint.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+        print(f"jaanet: resuming from {ckpt} at epoch {start_epoch}")
+
+    progress = out_dir / "progress.json"
+    spent_before = json.loads(progress.read_text())["minutes"] if ckpt.exists() and progress.exists() else 0.0
+    t0 = time.time()
+    budget = None if minutes is None else minutes * 60 - spent_before * 60
+    stopped, completed, log = False, start_epoch, {}
+    n_batches = len(rows) // cfg.batch_size
+    for epoch in range(start_epoch, cfg.epochs):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, epoch) * g["lr_mult"]
+        net.train()
+        order = rng.permutation(len(rows))
+        bar = tqdm(range(n_batches), desc=f"jaanet epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for i in bar:
+            idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+            x, lm = data.random_crop_flip(np.asarray(images[idx]), lm49_in[idx], cfg.crop, rng, cfg.flip)
+            lab = torch.from_numpy(labels[idx].astype(np.int64)).to(dev)
+            out = net(data.to_tensor(x, dev))
+            loss, log = total_loss(out, lab, torch.from_numpy(lm).to(dev),
+                                   torch.from_numpy(interocular(lm).astype(np.float32)).to(dev), w, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}", land=f"{log['land']:.3f}")
+            if budget is not None and time.time() - t0 > budget:
+                stopped = True
+                break
+        if stopped:
+            break
+        completed = epoch + 1
+        _atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": completed}, ckpt)
+        progress.write_text(json.dumps({"minutes": spent_before + (time.time() - t0) / 60}))
+    train_minutes = spent_before + (time.time() - t0) / 60
+
+    summary = {"preset": preset, "test_fold": test_fold, "train_frames": int(len(rows)),
+               "train_minutes": round(train_minutes, 2), "epochs_completed": completed,
+               "stopped_by_time_budget": stopped, "last_losses": log, "device": str(dev)}
+    save_weights(net, cfg, out_dir, au_weights=w.cpu().numpy(), summary=summary)
+    summary["held_out"] = _evaluate(JaaNetDetector.load(out_dir), store_path, test_fold)
+    save_weights(net, cfg, out_dir, au_weights=w.cpu().numpy(), summary=summary)
+    return summary
+
+
+def _evaluate(detector, store_path, test_fold: int) -> dict:
+    """Per-AU F1/acc on the held-out fold (records, list of dicts), or a note when the fold is empty."""
+    from detectors.frames import FrameSource
+    from detectors.metrics import au_metrics
+
+    frames = FrameSource.from_store(store_path, fold=test_fold)
+    if not len(frames):
+        return {"note": f"fold {test_fold} has no aligned frames"}
+    table = au_metrics(frames.labels, detector.score(frames), detector.supported_aus, frames.frame_ids)
+    return {"metrics": table.to_dict(orient="records")}
+
+
+def config_from_json(d: dict) -> JaaNetConfig:
+    return JaaNetConfig(**{k: v for k, v in d.items() if k in JaaNetConfig.__dataclass_fields__})
+
+
+def config_json(cfg: JaaNetConfig) -> dict:
+    return asdict(cfg)
