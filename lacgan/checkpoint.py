@@ -1,0 +1,140 @@
+"""Checkpoints: every network (safetensors), every optimizer + grad scaler + RNG state (a `torch.save` of plain
+tensors and dicts, loaded with `weights_only=True`), the step, and the config JSON.
+
+Layout of a run directory:
+
+    RUN/checkpoints/step-00001000/  models.safetensors  optim.pt  state.json
+    RUN/checkpoints/latest          text: the name of the newest complete checkpoint directory
+
+A checkpoint is written into a hidden temporary directory and renamed into place; `latest` is rewritten
+(temp file + `os.replace`) only after that. A crash mid-write leaves the previous checkpoint and `latest` intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lacgan.config import LacganConfig, config_hash, resume_key
+
+MODELS, OPTIM, STATE, LATEST = "models.safetensors", "optim.pt", "state.json", "latest"
+
+
+class CheckpointError(ValueError):
+    """A missing, incomplete or incompatible checkpoint; the message names the path."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    config: LacganConfig
+    models: dict[str, dict[str, torch.Tensor]]  # network name -> state_dict
+    optim: dict | None  # optimizer states, "scaler", "rng"; None when only the models were read
+
+    @property
+    def sha256(self) -> str:
+        return file_sha256(self.path / MODELS)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(run_dir, step: int, config: LacganConfig, modules: dict[str, torch.nn.Module],
+                    optim: dict, keep: int = 3) -> Path:
+    """Write checkpoint `step` atomically, point `latest` at it, and keep only the newest `keep`."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    tmp, final = root / f".tmp-{name}", root / name
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tensors = {f"{net}.{k}": v.detach().cpu().contiguous() for net, m in modules.items()
+               for k, v in m.state_dict().items()}
+    save_file(tensors, str(tmp / MODELS))
+    torch.save(optim, tmp / OPTIM)
+    state = {"step": step, "config": config.to_dict(), "config_hash": config_hash(config),
+             "models_sha256": file_sha256(tmp / MODELS)}
+    (tmp / STATE).write_text(json.dumps(state, indent=1, sort_keys=True))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_latest(root, name)
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep or None]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_latest(root: Path, name: str) -> None:
+    tmp = root / (LATEST + ".tmp")
+    tmp.write_text(name + "\n")
+    os.replace(tmp, root / LATEST)
+
+
+def find_checkpoint(path) -> Path | None:
+    """A checkpoint directory from a run directory (its latest), a checkpoints/ folder or the directory itself;
+    None when a run directory has none yet."""
+    path = Path(path)
+    if (path / STATE).exists():
+        return path
+    for root in (path / "checkpoints", path):
+        latest = root / LATEST
+        if latest.exists():
+            target = root / latest.read_text().strip()
+            if not (target / STATE).exists():
+                raise CheckpointError(f"{latest}: points at {target.name}, which is missing or incomplete")
+            return target
+    return None
+
+
+def load_checkpoint(path, with_optim: bool = True, map_location="cpu") -> Checkpoint:
+    """Read a checkpoint (run dir, checkpoints dir or checkpoint dir); tensors only, no pickled code."""
+    ck = find_checkpoint(path)
+    if ck is None:
+        raise CheckpointError(f"{path}: no checkpoint here (expected checkpoints/latest or {STATE})")
+    try:
+        state = json.loads((ck / STATE).read_text())
+        config = LacganConfig.from_dict(state["config"])
+        flat = load_file(str(ck / MODELS), device=str(map_location))
+    except (OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{ck}: unreadable checkpoint ({e})") from e
+    models: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in flat.items():
+        net, _, rest = k.partition(".")
+        models.setdefault(net, {})[rest] = v
+    optim = torch.load(ck / OPTIM, map_location=map_location, weights_only=True) if with_optim else None
+    return Checkpoint(ck, int(state["step"]), config, models, optim)
+
+
+def check_compatible(ck: Checkpoint, config: LacganConfig) -> None:
+    """A clear error when `config` cannot resume `ck` (a different network, loss, optimiser or data setting)."""
+    a, b = resume_key(ck.config), resume_key(config)
+    if a != b:
+        diffs = [f"{sec}.{k}: checkpoint {a[sec][k]!r} vs now {b[sec].get(k)!r}" for sec in a if isinstance(a[sec], dict)
+                 for k in a[sec] if a[sec][k] != b[sec].get(k)]
+        diffs += [f"{sec}: checkpoint {a[sec]!r} vs now {b[sec]!r}" for sec in a
+                  if not isinstance(a[sec], dict) and a[sec] != b[sec]]
+        raise CheckpointError(f"{ck.path}: checkpoint was made with another config: " + "; ".join(diffs)
+                              + " (use a new --out directory, or the checkpoint's own preset and options)")
+
+
+def load_modules(ck: Checkpoint, modules: dict[str, torch.nn.Module]) -> None:
+    for name, m in modules.items():
+        if name not in ck.models:
+            raise CheckpointError(f"{ck.path}: holds no weights for network {name!r}")
+        try:
+            m.load_state_dict(ck.models[name])
+        except RuntimeError as e:
+            raise CheckpointError(f"{ck.path}: weights of {name!r} do not fit the network ({e})") from e

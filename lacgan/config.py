@@ -1,0 +1,169 @@
+"""LAC-GAN configuration: typed frozen dataclasses whose defaults are the paper's (Sec. 4.1), and the presets.
+
+Where the paper gives a value the field says so (`# λ1, Eq. 9`); where it gives none (layer widths, batch size)
+the value is ours and the comment says "ours". A config is saved as canonical JSON beside every checkpoint and
+every output; `config_hash` is the sha256 of that JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from manifests.aus import N_AUS
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    size: int = 200  # face crop side S in px: the paper's 200×200 (Sec. 4.1)
+    window: tuple[int, int] | None = None  # CARG input window (h, w) px around each region; None = fit to the data
+    enc_channels: tuple[int, ...] = (32, 64, 128, 256, 256)  # CARG encoder: 5 conv 5×5/2 (Sec. 4.1); widths ours
+    kernel: int = 5  # kernel of every conv / transposed conv (Sec. 4.1)
+    z_dim: int = 60  # N_z, latent size (Sec. 4.1)
+    label_dim: int = 60  # the target AU label tiled to 60 dims (Sec. 4.1)
+    dz_hidden: tuple[int, ...] = (64, 32, 16)  # D_z: 4 FC layers 60→64→32→16→1 (Sec. 4.1; widths as CAAE)
+    local_channels: tuple[int, ...] = (32, 64, 128, 256)  # local D / regressor R: 4 shared conv+BN layers; ours
+    global_channels: tuple[int, ...] = (32, 64, 128, 256, 256)  # global image discriminator convs 4×4/2; ours
+
+    def __post_init__(self):
+        if len(self.enc_channels) != 5:
+            raise ValueError(f"enc_channels needs 5 widths (5 conv layers, Sec. 4.1), got {self.enc_channels}")
+        if len(self.local_channels) != 4:
+            raise ValueError(f"local_channels needs 4 widths (4 shared layers), got {self.local_channels}")
+        if len(self.dz_hidden) != 3:
+            raise ValueError(f"dz_hidden needs 3 widths (4 FC layers), got {self.dz_hidden}")
+        if self.window is not None and not (0 < self.window[0] <= self.size and 0 < self.window[1] <= self.size):
+            raise ValueError(f"window {self.window} must fit inside the {self.size}-px crop")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    lambda_1: float = 0.01  # λ1, latent adversarial weight, Eq. 9
+    lambda_2: float = 0.1  # λ2, local AU adversarial (+ regression) weight, Eq. 9
+    lambda_3: float = 1.0  # λ3, identity loss weight, Eq. 10
+    lambda_4: float = 0.001  # λ4, total-variation weight, Eq. 10
+    lambda_au: float = 10.0  # λ_AU, AU regression weight inside Eq. 7
+    lambda_img: float = 0.1  # global adversarial weight, Eq. 3; Eq. 10 gives none: ours, as λ2
+    beta: tuple[float, ...] = (1.0,) * N_AUS  # β_i, per-AU CARG weight, Eq. 10 (all 1, Sec. 4.1)
+    id_alphas: tuple[float, ...] = (0.5, 0.9, 0.75, 1.0, 1.0)  # α_l, Eq. 4 layer weights (Sec. 4.1's α1..α5)
+    id_input_size: int = 150  # side the composed face is resized to for the identity net (dlib's 150 chips)
+
+    def __post_init__(self):
+        if len(self.beta) != N_AUS:
+            raise ValueError(f"beta needs {N_AUS} weights, one per AU, got {len(self.beta)}")
+        if len(self.id_alphas) != 5:
+            raise ValueError(f"id_alphas needs 5 layer weights (Eq. 4), got {len(self.id_alphas)}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-4  # Adam learning rate (Sec. 4.1)
+    betas: tuple[float, float] = (0.5, 0.9)  # Adam (β1, β2): the paper's α1, α2 read as Adam's; see docs/lacgan.md
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100_000  # total optimisation steps; ours
+    batch_size: int = 16  # ours (the paper gives none)
+    test_fold: int = 3  # fold held out (JAA-Net partition: train on two folds, test on the third)
+    seed: int = 0  # seeds weights, batches, target labels and priors (each step draws from (seed, step))
+    target_flip: float = 0.5  # per-AU probability that a known source label is flipped to make the target
+    sample_every: int = 1000  # steps between sample grids (Fig. 3 / Fig. 5 layout)
+    checkpoint_every: int = 1000  # steps between checkpoints
+    log_every: int = 50  # steps between statistics lines
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk
+    sample_faces: int = 4  # held-out faces shown in the sample grids
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+
+
+@dataclass(frozen=True)
+class LacganConfig:
+    preset: str = "paper"  # name of the preset this config started from
+    net: NetConfig = field(default_factory=NetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- (de)serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): what `config_hash` hashes and what checkpoints store."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LacganConfig":
+        return cls(preset=d["preset"], net=_build(NetConfig, d["net"]), loss=_build(LossConfig, d["loss"]),
+                   optim=_build(OptimConfig, d["optim"]), train=_build(TrainConfig, d["train"]))
+
+    @classmethod
+    def from_json(cls, text: str) -> "LacganConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **sections) -> "LacganConfig":
+        """`cfg.replace(train={"steps": 10})`: a copy with fields of the named sections changed."""
+        out = {}
+        for name, changes in sections.items():
+            if name == "preset":
+                out[name] = changes
+            else:
+                out[name] = dataclasses.replace(getattr(self, name), **changes)
+        return dataclasses.replace(self, **out)
+
+
+# Fields that may differ between a checkpoint and the run resuming it (they change no computed value).
+RESUMABLE_TRAIN_FIELDS = ("steps", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints")
+
+
+def config_hash(cfg: LacganConfig) -> str:
+    return hashlib.sha256(cfg.to_json().encode()).hexdigest()
+
+
+def resume_key(cfg: LacganConfig) -> dict:
+    """The parts of a config a resumed run must share with its checkpoint."""
+    d = cfg.to_dict()
+    for k in RESUMABLE_TRAIN_FIELDS:
+        d["train"].pop(k)
+    return d
+
+
+def _build(cls, d: dict):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+PRESETS: dict[str, LacganConfig] = {
+    # The paper's sizes: 200×200 faces, widths as above.
+    "paper": LacganConfig(),
+    # CPU demo: 64-px faces, narrow networks; visible edits within minutes on 2 cores.
+    "demo": LacganConfig(
+        preset="demo",
+        net=NetConfig(size=64, enc_channels=(16, 32, 64, 64, 64), local_channels=(16, 32, 64, 64),
+                      global_channels=(16, 32, 64, 64), dz_hidden=(64, 32, 16)),
+        loss=LossConfig(id_input_size=64),
+        optim=OptimConfig(lr=5e-4),
+        train=TrainConfig(steps=1500, batch_size=16, sample_every=250, checkpoint_every=250, log_every=25),
+    ),
+    # Tests: tiny everything.
+    "smoke": LacganConfig(
+        preset="smoke",
+        net=NetConfig(size=64, enc_channels=(4, 8, 8, 16, 16), local_channels=(4, 8, 8, 16),
+                      global_channels=(4, 8, 16), dz_hidden=(16, 8, 8), z_dim=8, label_dim=8),
+        loss=LossConfig(id_input_size=32),
+        train=TrainConfig(steps=20, batch_size=4, sample_every=10, checkpoint_every=10, log_every=5,
+                          sample_faces=2),
+    ),
+}
+
+
+def preset(name: str) -> LacganConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

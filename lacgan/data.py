@@ -1,0 +1,123 @@
+"""Training data over the aligned store: training-fold faces, per-step batches and sampled target labels.
+
+Every batch is a pure function of (seed, step): the rows and target labels are drawn from
+`numpy.random.default_rng([seed, step])`, so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lacgan.compose import Windows, fit_window, to_float
+from lacgan.config import LacganConfig
+from lacgan.losses import Batch
+from manifests.aligned import AlignedStore, StoreError
+from manifests.aus import N_AUS
+
+CACHE_LIMIT = 2 << 30  # load the training faces into memory when they take at most this many bytes
+
+
+def sample_targets(labels: np.ndarray, rng: np.random.Generator, flip: float) -> np.ndarray:
+    """Unpaired targets: each known source label flipped with probability `flip`; unknown ones drawn 0/1."""
+    labels = np.asarray(labels, np.int8)
+    flips = rng.random(labels.shape) < flip
+    coin = (rng.random(labels.shape) < 0.5).astype(np.int8)
+    return np.where(labels < 0, coin, np.where(flips, 1 - labels, labels)).astype(np.int8)
+
+
+@dataclass
+class FaceData:
+    """Faces of one aligned store split into training rows (folds ≠ test_fold) and held-out rows."""
+
+    path: Path
+    size: int
+    train_rows: np.ndarray
+    held_rows: np.ndarray
+    _store: AlignedStore
+    _cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # train images, landmarks, labels
+
+    @classmethod
+    def open(cls, path, size: int, test_fold: int, cache: bool = True) -> "FaceData":
+        store = AlignedStore.open(path)
+        if store.size != size:
+            raise StoreError(f"{path}: crops are {store.size} px but the config wants {size} px "
+                             f"(align with --size {size}, or pick a preset of that size)")
+        ok = store.ok_rows()
+        folds = store.folds()[ok]
+        train, held = ok[folds != test_fold], ok[folds == test_fold]
+        if len(train) == 0:
+            raise StoreError(f"{path}: no aligned rows outside test fold {test_fold} to train on "
+                             f"(folds present: {sorted(set(folds.tolist()))})")
+        data = cls(Path(path), size, train, held, store)
+        if cache and len(train) * size * size * 3 <= CACHE_LIMIT:
+            data._cache = store.read(train)
+        return data
+
+    def __len__(self) -> int:
+        return len(self.train_rows)
+
+    def train_landmarks(self) -> np.ndarray:
+        if self._cache is not None:
+            return self._cache[1]
+        return self._store.landmarks.get_orthogonal_selection((self.train_rows, slice(None), slice(None)))
+
+    def read_train(self, idx: np.ndarray):
+        """idx into train_rows -> (images uint8, landmarks float32, labels int8)."""
+        if self._cache is not None:
+            return tuple(a[idx] for a in self._cache)
+        order = np.argsort(idx)  # zarr reads sorted rows faster; undo the sort afterwards
+        out = self._store.read(self.train_rows[idx[order]])
+        inv = np.argsort(order)
+        return tuple(a[inv] for a in out)
+
+    def batch(self, step: int, batch_size: int, seed: int, flip: float):
+        """The batch of `step`: (images uint8, landmarks, labels, targets), all numpy."""
+        rng = np.random.default_rng([seed, step])
+        idx = rng.integers(0, len(self.train_rows), size=batch_size)
+        images, landmarks, labels = self.read_train(idx)
+        return images, landmarks, labels, sample_targets(labels, rng, flip)
+
+    def held_out(self, n: int):
+        """`n` held-out faces spread evenly over the test fold (training faces when the fold is empty)."""
+        rows = self.held_rows if len(self.held_rows) else self.train_rows
+        pick = rows[np.linspace(0, len(rows) - 1, num=min(n, len(rows))).round().astype(int)]
+        return self._store.read(pick)
+
+
+def to_batch(images: np.ndarray, landmarks: np.ndarray, labels: np.ndarray, targets: np.ndarray,
+             size: int, window: tuple[int, int], device) -> Batch:
+    """numpy arrays -> a Batch on `device` with its region windows."""
+    check_arrays(images, landmarks, targets, size)
+    win = Windows.from_landmarks(landmarks, size, window).to(device)
+    return Batch(images=to_float(torch.from_numpy(np.ascontiguousarray(images))).to(device), win=win,
+                 labels=torch.from_numpy(np.asarray(labels, np.int64)).to(device),
+                 targets=torch.from_numpy(np.asarray(targets, np.int64)).to(device))
+
+
+def check_arrays(images: np.ndarray, landmarks: np.ndarray, labels: np.ndarray, size: int) -> None:
+    """Clear errors for arrays that cannot be edited together."""
+    images, landmarks, labels = np.asarray(images), np.asarray(landmarks), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise ValueError(f"images must be uint8 (n, {size}, {size}, 3), got {images.dtype} {images.shape}")
+    if landmarks.shape != (len(images), 68, 2):
+        raise ValueError(f"landmarks must be ({len(images)}, 68, 2) to match {len(images)} images, "
+                         f"got {landmarks.shape}")
+    if labels.ndim != 2 or labels.shape != (len(images), N_AUS):
+        raise ValueError(f"target labels must be ({len(images)}, {N_AUS}) (one per AU, AUS order), "
+                         f"got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"target labels must be integers in {{-1, 0, 1}}, got dtype {labels.dtype}")
+    bad = ~np.isin(labels, (-1, 0, 1))
+    if bad.any():
+        raise ValueError(f"target labels must be in {{-1, 0, 1}}; found {sorted(set(labels[bad].tolist()))}")
+
+
+def resolve_window(cfg: LacganConfig, data: FaceData) -> LacganConfig:
+    """A config whose CARG window is set: kept when given, else fitted to the training faces' regions."""
+    if cfg.net.window is not None:
+        return cfg
+    return cfg.replace(net={"window": fit_window(data.train_landmarks(), cfg.net.size)})

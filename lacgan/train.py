@@ -1,0 +1,163 @@
+"""The LAC-GAN training loop: a function of built objects and a config; it owns optimizers, checkpoints, logs.
+
+Each step: draw the step's batch and target labels (a pure function of (seed, step)), run the 12 CARGs once,
+then update D_z, D_local (+R), D_global and finally G (encoders + decoders), each with its own Adam.
+Outputs in `out_dir`: config.json, stats.jsonl (keyed statistics), checkpoints/, samples/ (Fig. 3 / Fig. 5 grids).
+A run resumes from `out_dir`'s latest checkpoint and then reproduces the uninterrupted run's losses exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lacgan import stats
+from lacgan.checkpoint import check_compatible, find_checkpoint, load_checkpoint, load_modules, save_checkpoint
+from lacgan.config import LacganConfig
+from lacgan.data import FaceData, to_batch
+from lacgan.device import pick_device
+from lacgan.infer import generate
+from lacgan.losses import PHASES, FeatureFn, LacganLoss
+from lacgan.networks import Models
+from lacgan.samples import write_samples
+from manifests.aus import AUS
+
+OPTIMIZED = {"D_z": "D_z", "D_local": "D_local", "D_global": "D_global", "G": "G"}  # phase -> network it steps
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN/inf; training stopped, the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    step: int  # steps done
+    history: list[dict] = field(default_factory=list)  # per step: {"step", phase totals, "pixel"}
+    checkpoint: Path | None = None  # newest checkpoint written or resumed from
+
+
+def train(
+    models: Models,  # built networks (lacgan.networks.build_models)
+    data: FaceData,  # training faces (lacgan.data.FaceData)
+    config: LacganConfig,  # full config with the window resolved
+    out_dir,  # run directory: resumed when it holds a checkpoint
+    *,
+    id_features: FeatureFn | None = None,  # frozen identity features for Eq. 4; None leaves the term out
+    device=None,  # torch device or name; default CUDA when present, else CPU
+    stop_after: int | None = None,  # stop (with a checkpoint) after this many total steps; None = config steps
+    progress: bool = True,  # tqdm progress bar
+) -> TrainResult:
+    tc, out_dir = config.train, Path(out_dir)
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_text(out_dir / "config.json", config.to_json())
+    models.to(device).train()
+    nets = models.named()
+    optims = {k: torch.optim.Adam(m.parameters(), lr=config.optim.lr, betas=config.optim.betas)
+              for k, m in nets.items()}
+    use_amp = tc.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+    loss = LacganLoss(models, config.loss, id_features)
+    writer = stats.StatsWriter(out_dir / "stats.jsonl")
+
+    start, last_ck = 0, None
+    ck_path = find_checkpoint(out_dir)
+    if ck_path is not None:
+        ck = load_checkpoint(ck_path, map_location=device)
+        check_compatible(ck, config)
+        load_modules(ck, nets)
+        for k, opt in optims.items():
+            opt.load_state_dict(ck.optim[k])
+        scaler.load_state_dict(ck.optim["scaler"])
+        torch.set_rng_state(ck.optim["rng"].cpu())
+        start, last_ck = ck.step, ck.path
+        writer.truncate_after(start)
+
+    end = min(tc.steps, stop_after) if stop_after is not None else tc.steps
+    held = data.held_out(tc.sample_faces)
+    edit_fn = lambda im, lm, t: generate(models.G, im, lm, t, config.net.size, device)  # noqa: E731
+    result = TrainResult(start, checkpoint=last_ck)
+    bar = tqdm(range(start, end), initial=start, total=end, desc="lacgan train", disable=not progress,
+               dynamic_ncols=True)
+    with stats.collecting(writer):
+        for step in bar:
+            t0 = time.perf_counter()
+            arrays = data.batch(step, tc.batch_size, tc.seed, tc.target_flip)
+            batch = to_batch(*arrays, config.net.size, config.net.window, device)
+            prior = torch.Generator().manual_seed(int(np.random.default_rng([tc.seed, step, 1]).integers(2**62)))
+            with autocast():
+                gen = loss.generate(batch)
+            row = {"step": step + 1}
+            for phase in PHASES:
+                for name, m in nets.items():  # only the stepped network needs gradients
+                    m.requires_grad_(name == OPTIMIZED[phase])
+                optims[OPTIMIZED[phase]].zero_grad(set_to_none=True)
+                with autocast():
+                    total, terms = loss.phase(phase, batch, gen, prior)
+                _check_finite(phase, total, terms, step + 1, last_ck)
+                scaler.scale(total).backward()
+                scaler.step(optims[OPTIMIZED[phase]])
+                row[phase] = float(total.detach())
+                _report(phase, total, terms)
+                if phase == "G":
+                    row["pixel"] = float(terms["pixel"].detach().mean())
+            scaler.update()
+            stats.report("time/step_s", time.perf_counter() - t0)
+            result.history.append(row)
+            done = step + 1
+            bar.set_postfix(G=f"{row['G']:.3f}", pix=f"{row['pixel']:.3f}", Dl=f"{row['D_local']:.3f}")
+            if done % tc.log_every == 0 or done == end:
+                writer.flush(done)
+            if done % tc.sample_every == 0 or done == end:
+                models.G.eval()
+                write_samples(edit_fn, held[0], held[1], out_dir / "samples", done)
+                models.G.train()
+            if done % tc.checkpoint_every == 0 or done == end:
+                state = {k: o.state_dict() for k, o in optims.items()}
+                state.update(scaler=scaler.state_dict(), rng=torch.get_rng_state())
+                last_ck = save_checkpoint(out_dir, done, config, nets, state, keep=max(1, tc.keep_checkpoints))
+            result.step, result.checkpoint = done, last_ck
+    for m in nets.values():
+        m.requires_grad_(True)
+    return result
+
+
+def _report(phase: str, total: torch.Tensor, terms: dict) -> None:
+    stats.report(f"loss/{phase}/total", total)
+    for name, v in terms.items():
+        v = v.detach()
+        stats.report(f"loss/{phase}/{name}", v.mean())
+        if v.ndim == 1 and len(v) == len(AUS):
+            for a, x in zip(AUS, v):
+                stats.report(f"loss/{phase}/{name}/AU{a}", x)
+
+
+def _check_finite(phase: str, total: torch.Tensor, terms: dict, step: int, last_ck) -> None:
+    if torch.isfinite(total).all():
+        return
+    bad = [n for n, v in terms.items() if not torch.isfinite(v).all()] or ["total"]
+    keep = f"last good checkpoint: {last_ck}" if last_ck else "no checkpoint was written yet"
+    raise NonFiniteLossError(f"loss {phase}/{bad[0]} is {float(total)} at step {step}; training stopped ({keep})")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def losses_summary(history: list[dict]) -> dict[str, tuple[float, float]]:
+    """{loss: (mean of the first 10 steps, mean of the last 10)}: a compact loss-curve summary."""
+    keys = [k for k in history[0] if k != "step"] if history else []
+    head, tail = history[:10], history[-10:]
+    return {k: (float(np.mean([h[k] for h in head])), float(np.mean([h[k] for h in tail]))) for k in keys
+            if all(math.isfinite(h[k]) for h in head + tail)}
