@@ -8,7 +8,8 @@ is downloaded. Models load once per process (`dlib_landmarker()` is cached), so 
 Detection runs on a copy scaled so its longer side is at most `detect_side` px (BP4D frames are 1392×1040; HOG
 on the full frame costs ~4× more and finds the same face), with one 2× upsampling pass as a fallback for small
 faces; the shape predictor then runs on the full-resolution image inside the scaled-back box. With several
-faces the largest is used. Points are in image pixels (x, y), pixel centres at integers.
+faces the most confident is used (the largest can be a false positive: on skimage's astronaut photo, tilted,
+the mission patch on her suit is detected as a face a pixel wider than hers). Points are in image pixels (x, y), pixel centres at integers.
 """
 
 from __future__ import annotations
@@ -62,12 +63,12 @@ class DlibLandmarker:
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         f = min(1.0, self.detect_side / max(gray.shape))
         small = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else gray
-        rects = self._detector(small, 0)
+        rects, scores, _ = self._detector.run(small, 0, 0.0)
         if len(rects) == 0:
-            rects = self._detector(small, 1)  # small faces: one 2x upsampling pass
+            rects, scores, _ = self._detector.run(small, 1, 0.0)  # small faces: one 2x upsampling pass
         if len(rects) == 0:
             return None
-        r = max(rects, key=lambda r: r.width() * r.height())
+        r = rects[int(np.argmax(scores))]
         box = (r.left() / f, r.top() / f, (r.right() + 1) / f, (r.bottom() + 1) / f)
         full = self._dlib.rectangle(*(int(round(v)) for v in (box[0], box[1], box[2] - 1, box[3] - 1)))
         shape = self._predictor(rgb, full)

@@ -108,9 +108,20 @@ def test_dlib_on_a_real_photo(astronaut):
     pad = 0.1 * (x1 - x0)
     assert ((inner[:, 0] > x0 - pad) & (inner[:, 0] < x1 + pad)).all()
     assert ((inner[:, 1] > y0 - pad) & (inner[:, 1] < y1 + pad)).all()
-    # Tilt the photo 12°, detect again, align: the eyes of a fresh detection on the crop are level.
+
+    # Small similarity changes of the photo: the same face is found (not the mission patch on her suit).
     import cv2
 
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        m = cv2.getRotationMatrix2D((256 + rng.uniform(-30, 30), 256), rng.uniform(-15, 15), rng.uniform(0.8, 1.1))
+        det = dlib_landmarker()(cv2.warpAffine(img, m, (512, 512), borderMode=cv2.BORDER_REFLECT))
+        assert det is not None
+        back = transform_points(cv2.invertAffineTransform(m), det.points)
+        iod = np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0))
+        assert np.abs(_key(back) - _key(lm)).max() < 0.15 * iod
+
+    # Tilt the photo 12°, detect again, align: the eyes of a fresh detection on the crop are level.
     tilt = cv2.warpAffine(img, cv2.getRotationMatrix2D((256, 256), 12, 1.0), (512, 512))
     det = dlib_landmarker()(tilt)
     assert det is not None
