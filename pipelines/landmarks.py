@@ -3,13 +3,14 @@
 The model files ship in the `face_recognition_models` package; we only locate its folder with
 `importlib.util.find_spec` (importing the package pulls in setuptools' pkg_resources and is not needed). Nothing
 is downloaded. Models load once per process (`dlib_landmarker()` is cached), so worker processes each pay the
-~0.1 s load once.
+~1 s load once.
 
-Detection runs on a copy scaled so its longer side is at most `detect_side` px (BP4D frames are 1392×1040; HOG
-on the full frame costs ~4× more and finds the same face), with one 2× upsampling pass as a fallback for small
-faces; the shape predictor then runs on the full-resolution image inside the scaled-back box. With several
-faces the most confident is used (the largest can be a false positive: on skimage's astronaut photo, tilted,
-the mission patch on her suit is detected as a face a pixel wider than hers). Points are in image pixels (x, y), pixel centres at integers.
+Detection runs on a copy scaled so its longer side is at most `detect_side` px (BP4D frames are 1040×1392;
+HOG time grows with the pixel count, and BP4D faces are far larger than its 80-px minimum), with one 2×
+upsampling pass as a fallback for small faces; the shape predictor then runs on the full-resolution image
+inside the scaled-back box. With several faces the most confident is used (the largest can be a false
+positive: on skimage's astronaut photo, tilted, the mission patch on her suit is detected as a face wider
+than hers). Points are in image pixels (x, y), pixel centres at integers.
 """
 
 from __future__ import annotations
