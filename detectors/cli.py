@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     t.add_argument("--test-fold", type=int, default=3, help="held-out fold, scored after training (default 3)")
     t.add_argument("--minutes", type=float, default=None, help="stop jaanet training after this many minutes")
     t.add_argument("--epochs", type=int, default=None, help="jaanet: override the preset's epoch count")
-    t.set_defaults(func=_train)
+    t.set_defaults(func=_clean_errors(_train))
 
     s = sub.add_parser("score", help="score frames of an aligned store; writes a Parquet score table")
     s.add_argument("--detector", choices=ALL, required=True)
@@ -38,7 +38,20 @@ def register(subparsers) -> None:
                    help="openface: dynamic models per subject-task sequence, or static models (-au_static)")
     s.add_argument("--openface-model", default=None, help="openface -mloc, e.g. model/main_clnf_general.txt")
     s.add_argument("--timeout", type=float, default=900.0, help="openface: seconds per sequence")
-    s.set_defaults(func=_score)
+    s.set_defaults(func=_clean_errors(_score))
+
+
+def _clean_errors(fn):
+    """Bad input (missing store, weights or binary; wrong shapes) ends with one clear line, not a traceback."""
+
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _train(args) -> int:

@@ -44,7 +44,9 @@ def au_metrics(labels: np.ndarray, present, supported_aus: tuple[int, ...] = AUS
     rows = []
     for j, au in enumerate(AUS):
         y = labels[:, j]
-        keep = (y != -1) & ~np.isnan(pred[:, j])
+        keep = y != -1
+        if au in supported_aus:  # frames without a valid output for this AU are not scored
+            keep &= ~np.isnan(pred[:, j])
         yt, yp = y[keep].astype(int), pred[keep, j].astype(int)
         row = {"au": str(au), "n": int(keep.sum()), "positives": int(yt.sum()),
                "f1": np.nan, "acc": np.nan, "baseline_f1": np.nan, "baseline_acc": np.nan}

@@ -1,0 +1,147 @@
+"""JAA-Net pieces: the 68→49 mapping, flips, losses against hand-computed values, shapes, and a train+score smoke."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from detectors.jaanet import data
+from detectors.jaanet.landmarks import (FLIP_49, FLIP_68, KEEP_68, flip_landmarks, interocular, predefined_maps,
+                                        to_49, to_68)
+from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
+                                     landmark_loss)
+from detectors.jaanet.model import JaaNet
+from lacgan.regions import attention_maps, au_centres
+
+
+def _face68(size=64):
+    """A plausible frontal 68-point layout in a size×size crop (asymmetric noise so flips are visible)."""
+    rng = np.random.default_rng(1)
+    s = size / 64
+    lm = np.zeros((68, 2), np.float32)
+    lm[0:17] = np.c_[np.linspace(8, 56, 17), 34 + 16 * np.sin(np.linspace(0, np.pi, 17))]
+    lm[17:22] = np.c_[np.linspace(12, 28, 5), np.full(5, 18)]
+    lm[22:27] = np.c_[np.linspace(36, 52, 5), np.full(5, 18)]
+    lm[27:31] = np.c_[np.full(4, 32), np.linspace(24, 36, 4)]
+    lm[31:36] = np.c_[np.linspace(27, 37, 5), np.full(5, 38)]
+    lm[36:42] = np.c_[[16, 19, 23, 26, 23, 19], [24, 22, 22, 24, 26, 26]]
+    lm[42:48] = np.c_[[38, 41, 45, 48, 45, 41], [24, 22, 22, 24, 26, 26]]
+    lm[48:60] = np.c_[[22, 26, 30, 32, 34, 38, 42, 38, 34, 32, 30, 26], [46, 44, 43, 44, 43, 44, 46, 49, 50, 50, 50, 49]]
+    lm[60:68] = np.c_[[24, 29, 32, 35, 40, 35, 32, 29], [46, 45, 45, 45, 46, 47, 47, 47]]
+    return (lm + rng.normal(0, 0.3, lm.shape)).astype(np.float32) * s
+
+
+def test_68_to_49_drops_jaw_and_inner_mouth_corners():
+    assert len(KEEP_68) == 49 and not set(range(17)) & set(KEEP_68) and 60 not in KEEP_68 and 64 not in KEEP_68
+    lm = _face68()
+    back = to_68(to_49(lm))
+    kept = list(KEEP_68)
+    np.testing.assert_array_equal(back[kept], lm[kept])
+    assert np.isnan(back[list(range(17)) + [60, 64]]).all()
+    # the AU centres only need kept points: centres from 49 points equal centres from all 68
+    np.testing.assert_allclose(au_centres(back), au_centres(lm), rtol=1e-6)
+
+
+def test_flip_permutations_match_the_reference_49_point_reflection():
+    # JAA-Net's published 1-based reflection list for its 49 points (data/list/reflect_49.txt)
+    ref = ("10 9 8 7 6 5 4 3 2 1 11 12 13 14 19 18 17 16 15 29 28 27 26 31 30 23 22 21 20 25 24 "
+           "38 37 36 35 34 33 32 43 42 41 40 39 46 45 44 49 48 47")
+    np.testing.assert_array_equal(FLIP_49, np.array(ref.split(), int) - 1)
+    assert (FLIP_68[FLIP_68] == np.arange(68)).all()
+
+
+def test_flip_augmentation_moves_pixels_and_landmarks_together():
+    size, crop = 72, 64
+    lm = to_49(_face68(size))[None]
+    img = np.zeros((1, size, size, 3), np.uint8)
+    x, y = np.round(lm[0, 19]).astype(int)  # right-eye outer corner (68-index 36) marked white
+    img[0, y, x] = 255
+
+    class AlwaysFlip:  # rng stand-in: fixed crop offset (3, 5), always mirror
+        def integers(self, lo, hi, size):
+            return np.array([3, 5])
+
+        def random(self):
+            return 0.0
+
+    out, lm_out = data.random_crop_flip(img, lm, crop, AlwaysFlip())
+    ys, xs = np.nonzero(out[0, :, :, 0])
+    # after the mirror the marked corner is the *left* eye's outer corner: 49-index FLIP_49[19] = 28 (68: 45)
+    assert FLIP_49[19] == 28
+    assert (xs[0], ys[0]) == tuple(np.round(lm_out[0, 28]).astype(int))
+    assert lm_out[0, 28, 0] == pytest.approx(crop - 1 - (lm[0, 19, 0] - 3))
+    # flipping twice restores the landmarks
+    np.testing.assert_allclose(flip_landmarks(flip_landmarks(lm_out, crop), crop), lm_out, atol=1e-5)
+    assert interocular(lm_out)[0] == pytest.approx(interocular(lm)[0], rel=1e-5)
+
+
+def test_predefined_maps_follow_lacgan_regions():
+    crop, m = 64, 16
+    lm68 = _face68(crop)
+    maps = predefined_maps(to_49(lm68)[None], crop, m)
+    ref = attention_maps((lm68[None] + 0.5) * m / crop - 0.5, m)
+    np.testing.assert_allclose(maps, ref, atol=1e-5)
+    assert maps.shape == (1, 12, m, m) and maps.max() <= 1 and maps.min() >= 0
+
+
+def test_au_weights_are_inverse_occurrence_summing_to_the_au_count():
+    lab = np.array([[1, 0], [1, 1], [0, -1], [1, 0]])  # rates 3/4 and 1/3
+    w = au_weights(lab)
+    raw = np.array([4 / 3, 3.0])
+    np.testing.assert_allclose(w, raw / raw.sum() * 2, rtol=1e-6)
+
+
+def test_softmax_and_dice_losses_by_hand():
+    p = torch.tensor([[0.8, 0.3], [0.4, 0.9]])  # present-probabilities, 2 frames × 2 AUs
+    logp = torch.stack([torch.log(1 - p), torch.log(p)], 1)
+    lab = torch.tensor([[1, 0], [0, -1]])
+    w = torch.tensor([1.0, 3.0])
+    soft = (1.0 * -(math.log(0.8) + math.log(0.6)) / 2 + 3.0 * -math.log(0.7)) / 2
+    assert au_softmax_loss(logp, lab, w).item() == pytest.approx(soft, rel=1e-5)
+    d0 = 1 - (2 * 0.8 + 1) / (0.8 ** 2 + 0.4 ** 2 + 1 + 1)  # AU 1: p = (.8, .4), y = (1, 0)
+    d1 = 1 - (0 + 1) / (0.3 ** 2 + 0 + 1)  # AU 2: only frame 0 known, p = .3, y = 0
+    assert au_dice_loss(logp, lab, w).item() == pytest.approx((1.0 * d0 + 3.0 * d1) / 2, rel=1e-5)
+
+
+def test_landmark_and_refine_losses_by_hand():
+    pred = torch.zeros(1, 49, 2)
+    target = torch.zeros(1, 49, 2)
+    target[0, 0] = torch.tensor([3.0, 4.0])  # squared error 25
+    assert landmark_loss(pred, target, torch.tensor([5.0])).item() == pytest.approx(25 / (2 * 25))
+    refined = torch.full((1, 2, 2, 2), 0.5)
+    pre = torch.zeros(1, 2, 2, 2)
+    assert attention_refine_loss(refined, pre).item() == pytest.approx(2 * math.log(2), rel=1e-5)
+
+
+def test_network_shapes_and_gradients():
+    net = JaaNet(crop=64, unit=2)
+    x = torch.randn(2, 3, 64, 64)
+    out = net(x)
+    assert out["au_logp"].shape == (2, 2, 12) and out["landmarks"].shape == (2, 49, 2)
+    assert out["maps"].shape == (2, 12, 24, 24) and out["refined"].shape == (2, 12, 16, 16)
+    assert torch.allclose(out["au_logp"].exp().sum(1), torch.ones(2, 12), atol=1e-5)
+    out["au_logp"][:, 1].sum().backward()
+    assert net.region[0].conv.weight.grad.abs().sum() > 0 and net.refine[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="multiple of 16"):
+        JaaNet(crop=72)
+
+
+def test_train_resume_and_score_smoke(aligned_store, tmp_path):
+    from detectors.base import load_detector, train_detector
+    from detectors.frames import FrameSource
+
+    torch.set_num_threads(1)
+    out = tmp_path / "jaanet"
+    summary = train_detector("jaanet", aligned_store, out, preset="cpu", test_fold=3, epochs=1, batch_size=8,
+                             unit=2)
+    assert summary["epochs_completed"] == 1 and (out / "jaanet.safetensors").exists()
+    assert "metrics" in summary["held_out"] or "note" in summary["held_out"]
+    again = train_detector("jaanet", aligned_store, out, preset="cpu", test_fold=3, epochs=1, batch_size=8,
+                           unit=2)  # resumes: nothing left to do
+    assert again["epochs_completed"] == 1
+    det = load_detector("jaanet", out)
+    fs = FrameSource.from_store(aligned_store)
+    df = det.score(fs.subset(np.arange(6)))
+    assert len(df) == 6 * 12 and df["score"].between(0, 1).all()
+    assert set(df["present"]) <= {0, 1} and (df["present"] == (df["score"] >= 0.5)).all()
