@@ -39,8 +39,10 @@ ALPHAS = (0.5, 0.9, 0.75, 1.0, 1.0)  # α_1..α_5 of Sec. 4.1, read as Eq. 4's l
 
 # The fixed map from the aligned crop (pipelines.align, any S) to dlib's 150×150 chip (padding 0.25):
 # chip = CROP_TO_CHIP_SCALE * 150 * (crop / (S - 1) - 0.5) + CHIP_CENTRE, per axis, both eyes-level.
-CROP_TO_CHIP_SCALE = 1.0  # placeholder until measured (see docs/identity.md)
-CHIP_CENTRE = (74.5, 74.5)  # (x, y) chip pixel that the crop centre lands on
+# Measured with dlib's 5-point chips on two real faces (astronaut, Grace Hopper): scale 1.085 / 1.098,
+# centre (74.6, 70.3) / (72.2, 75.0); docs/identity.md has the numbers and the resulting descriptor error.
+CROP_TO_CHIP_SCALE = 1.09  # chip pixels per crop span, relative to 150 / (S - 1)
+CHIP_CENTRE = (73.4, 72.6)  # (x, y) chip pixel that the crop centre lands on
 
 
 class DlibAffine(nn.Module):

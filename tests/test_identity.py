@@ -102,19 +102,26 @@ def net():
 
 
 @pytest.fixture(scope="module")
-def astronaut_chip():
+def astronaut():
+    """The astronaut image, its most confident face, dlib's 150-px chip and dlib's own descriptors."""
     dlib = pytest.importorskip("dlib")
     skimage_data = pytest.importorskip("skimage.data")
     img = skimage_data.astronaut()
-    faces = dlib.get_frontal_face_detector()(img, 1)
+    faces, scores, _ = dlib.get_frontal_face_detector().run(img, 1)
     assert len(faces) >= 1
-    sp = dlib.shape_predictor(str(default_model_path("shape_predictor_5_face_landmarks.dat")))
-    shape = sp(img, faces[0])
+    face = faces[int(np.argmax(scores))]  # the largest detection is the mission patch
+    shape = dlib.shape_predictor(str(default_model_path("shape_predictor_5_face_landmarks.dat")))(img, face)
+    shape68 = dlib.shape_predictor(str(default_model_path("shape_predictor_68_face_landmarks.dat")))(img, face)
     rec = dlib.face_recognition_model_v1(str(default_model_path()))
     chip = dlib.get_face_chip(img, shape, size=150, padding=0.25)
-    ref_chip = np.array(rec.compute_face_descriptor(chip))
-    ref_image = np.array(rec.compute_face_descriptor(img, shape))  # extracts the same chip internally
-    return chip, ref_chip, ref_image
+    return {"image": img, "chip": chip, "landmarks": np.array([[p.x, p.y] for p in shape68.parts()], float),
+            "ref_chip": np.array(rec.compute_face_descriptor(chip)),
+            "ref_image": np.array(rec.compute_face_descriptor(img, shape))}  # extracts the same chip itself
+
+
+@pytest.fixture(scope="module")
+def astronaut_chip(astronaut):
+    return astronaut["chip"], astronaut["ref_chip"], astronaut["ref_image"]
 
 
 def test_descriptor_matches_dlib(net, astronaut_chip):
@@ -171,3 +178,18 @@ def test_add_padded_zero_pads_to_the_larger_shape():
     assert out.shape == (1, 2, 4, 4)
     assert out[0, 0, :3, :3].eq(11).all() and out[0, 0, 3, :].eq(10).all() and out[0, 0, :, 3].eq(10).all()
     assert out[0, 1, :3, :3].eq(1).all() and out[0, 1, 3, :].eq(0).all()
+
+
+@pytest.mark.parametrize("size", [200, 128])
+def test_aligned_crop_maps_close_to_dlibs_chip(net, astronaut, size):
+    """An aligned crop (pipelines.align's frame) through crop_to_chip lands near dlib's own descriptor."""
+    from pipelines.align import align_face
+
+    crop, _ = align_face(astronaut["image"], astronaut["landmarks"], size)
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    with torch.no_grad():
+        d = net(crop_to_chip(x))[0].numpy()
+        d_plain = net(crop_to_chip(x, scale=1.0, centre=(74.5, 74.5)))[0].numpy()  # a bare resize
+    err = np.linalg.norm(d - astronaut["ref_chip"])
+    assert err < 0.22  # measured 0.17; another person is ~0.7 away, dlib's same-person threshold is 0.6
+    assert err < np.linalg.norm(d_plain - astronaut["ref_chip"])  # the measured map beats a bare resize
