@@ -239,19 +239,25 @@ def crop_to_chip(images: torch.Tensor, value_range: tuple[float, float] = (-1.0,
 
 
 @torch.no_grad()
-def descriptor_distance(net: DlibFaceNet, chips_a: torch.Tensor, chips_b: torch.Tensor,
-                        batch: int = 32) -> torch.Tensor:
-    """Euclidean distance between the descriptors of two aligned batches of chips ((n,) on the CPU).
+def descriptors(net: DlibFaceNet, crops: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0),
+                batch: int = 32) -> torch.Tensor:
+    """Aligned crops (n, 3, S, S) in `value_range` -> (n, 128) dlib descriptors (on the CPU), in batches."""
+    dev = next(net.parameters()).device
+    out = [net(crop_to_chip(crops[s:s + batch].to(dev, torch.float32), value_range)).cpu()
+           for s in range(0, crops.shape[0], batch)]
+    return torch.cat(out) if out else torch.zeros(0, 128)
+
+
+@torch.no_grad()
+def descriptor_distance(net: DlibFaceNet, crops_a: torch.Tensor, crops_b: torch.Tensor,
+                        value_range: tuple[float, float] = (-1.0, 1.0), batch: int = 32) -> torch.Tensor:
+    """(n,) Euclidean distances between the descriptors of two batches of aligned crops, pair by pair.
 
     dlib's model calls two faces the same person below `net.dist_thresh` (0.6).
     """
-    if chips_a.shape != chips_b.shape:
-        raise ValueError(f"descriptor_distance needs equal shapes, got {tuple(chips_a.shape)} "
-                         f"and {tuple(chips_b.shape)}")
-    dev = next(net.parameters()).device
-    out = []
-    for s in range(0, chips_a.shape[0], batch):
-        da = net(chips_a[s:s + batch].to(dev, torch.float32))
-        db = net(chips_b[s:s + batch].to(dev, torch.float32))
-        out.append((da - db).norm(dim=1).cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+    if crops_a.shape != crops_b.shape:
+        raise ValueError(f"descriptor_distance needs equal shapes, got {tuple(crops_a.shape)} "
+                         f"and {tuple(crops_b.shape)}")
+    da = descriptors(net, crops_a, value_range, batch)
+    db = descriptors(net, crops_b, value_range, batch)
+    return (da - db).norm(dim=1)

@@ -10,7 +10,8 @@ import torch
 
 from lacgan.dlib_format import (DlibFormatError, Expect, Reader, default_model_path, encode_int, encode_tensor,
                                 face_resnet_spec, read_face_resnet, read_network)
-from lacgan.identity import (ALPHAS, TAPS, add_padded, crop_to_chip, descriptor_distance, identity_loss,
+from lacgan.identity import (ALPHAS, TAPS, add_padded, crop_to_chip, descriptor_distance, descriptors,
+                             identity_loss,
                              load_dlib_face_net)
 
 
@@ -152,11 +153,14 @@ def test_features_shapes_and_gradients(net, astronaut_chip):
         net(torch.zeros(1, 3, 100, 100))
 
 
-def test_descriptor_distance_is_zero_for_same_and_positive_for_flipped(net, astronaut_chip):
-    chip = torch.from_numpy(astronaut_chip[0]).permute(2, 0, 1)[None].float()
-    other = torch.roll(chip, shifts=20, dims=3)
-    d = descriptor_distance(net, torch.cat([chip, chip]), torch.cat([chip, other]))
+def test_descriptor_distance_is_zero_for_same_and_positive_for_shifted(net, astronaut_chip):
+    crop = torch.from_numpy(astronaut_chip[0]).permute(2, 0, 1)[None].float()  # any S×S works; here S = 150
+    other = torch.roll(crop, shifts=20, dims=3)
+    d = descriptor_distance(net, torch.cat([crop, crop]), torch.cat([crop, other]), value_range=(0, 255))
     assert d.shape == (2,) and d[0].item() < 1e-5 and d[1].item() > 0.05
+    assert tuple(descriptors(net, crop, (0, 255)).shape) == (1, 128)
+    with pytest.raises(ValueError, match="equal shapes"):
+        descriptor_distance(net, crop, torch.cat([crop, crop]))
 
 
 # ---- pure pieces -------------------------------------------------------------------------------------
@@ -193,3 +197,17 @@ def test_aligned_crop_maps_close_to_dlibs_chip(net, astronaut, size):
     err = np.linalg.norm(d - astronaut["ref_chip"])
     assert err < 0.22  # measured 0.17; another person is ~0.7 away, dlib's same-person threshold is 0.6
     assert err < np.linalg.norm(d_plain - astronaut["ref_chip"])  # the measured map beats a bare resize
+
+
+def test_crop_to_chip_is_the_documented_similarity():
+    size = 200
+    ramp = torch.arange(size, dtype=torch.float32)
+    crops = torch.stack([ramp.view(1, -1).expand(size, size), ramp.view(-1, 1).expand(size, size),
+                         torch.zeros(size, size)])[None]  # channel 0 = crop x, channel 1 = crop y
+    chip = crop_to_chip(crops, value_range=(0.0, 255.0), scale=1.09, centre=(73.4, 72.6))
+    u = torch.arange(150, dtype=torch.float32)
+    want_x = (u - 73.4) / (1.09 * 150) * (size - 1) + (size - 1) / 2  # inverse of the documented map
+    want_y = (u - 72.6) / (1.09 * 150) * (size - 1) + (size - 1) / 2
+    torch.testing.assert_close(chip[0, 0], want_x.view(1, -1).expand(150, 150), atol=1e-3, rtol=0)
+    torch.testing.assert_close(chip[0, 1], want_y.view(-1, 1).expand(150, 150), atol=1e-3, rtol=0)
+    torch.testing.assert_close(crop_to_chip(torch.full((1, 3, 64, 64), -1.0)), torch.zeros(1, 3, 150, 150))
