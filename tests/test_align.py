@@ -188,3 +188,40 @@ def test_align_store_dlib_failures_and_resume(tmp_path, astronaut):
         align_manifest(man, out, size=64, chunk=2)
     with pytest.raises(ValueError, match="not an embedded cohort"):
         align_manifest(man, tmp_path / "b.zarr", size=96, landmarks="cohort")
+
+
+# ---- the embedded cohort: ingest + align with its own landmarks ---------------------------------------------
+
+def test_cohort_manifest(cohort_manifest):
+    from manifests.schema import read_manifest
+
+    df = read_manifest(cohort_manifest)
+    assert (df["dataset"] == "cohort").all() and (df["status"] == "ok").all()
+    assert df["subject"].nunique() == 6 and len(df) == 6 * 2 * 16
+    folds = df.groupby("subject")["fold"].first()
+    # Balanced split, not JAA-Net's parts (which would put F001, F002 and M001 together in part 1).
+    for k in (1, 2, 3):
+        assert sorted(s[0] for s in folds[folds == k].index) == ["F", "M"]
+
+
+def test_cohort_aligned_store(aligned_store, cohort_manifest):
+    from manifests.aus import AU_COLUMNS
+    from manifests.schema import read_manifest
+
+    df = read_manifest(cohort_manifest)
+    st = AlignedStore.open(aligned_store)
+    assert st.size == 64 and len(st) == len(df)
+    assert (st.status() == OK).all() and st.failures() == {}
+    assert st.group.attrs["landmark_source"] == "cohort"
+    np.testing.assert_array_equal(st.group["row_id"][:], df["row_id"])
+    np.testing.assert_array_equal(st.labels(), df[list(AU_COLUMNS)].to_numpy())
+    np.testing.assert_array_equal(st.folds(), df["fold"])
+    k = np.stack([_key(lm) for lm in st.landmarks[:].astype(np.float64)]) / st.size
+    assert np.abs(k[:, 0, 1] - k[:, 1, 1]).max() < 1e-4  # eyes level
+    # Canonical places measured on a 12-subject cohort (docs/data.md), within 3 % of S for every frame.
+    canon = np.array([[0.326, 0.337], [0.666, 0.337], [0.496, 0.502], [0.496, 0.655]])
+    tol = np.array([0.03, 0.03, 0.06, 0.03])[:, None]  # the nose tip moves with head yaw
+    assert (np.abs(k - canon) <= tol).all()
+    imgs = st.images[:]
+    assert imgs.std() > 20 and (imgs.reshape(len(imgs), -1).std(1) > 10).all()  # real crops, not blanks
+    assert st.pending_chunks() == []  # complete: re-running `align` has nothing to redo
