@@ -47,7 +47,7 @@ def _edit_all(edit: EditFn, images, landmarks, targets) -> np.ndarray:
     return out.reshape(n, k, *images.shape[1:])
 
 
-def _grid(images: np.ndarray, edited: np.ndarray, captions: list[str]) -> Image.Image:
+def grid(images: np.ndarray, edited: np.ndarray, captions: list[str]) -> Image.Image:
     """Rows of [source, edits...] under one caption row."""
     n, k, S = edited.shape[0], edited.shape[1], images.shape[1]
     canvas = np.full((HEADER + n * S, (k + 1) * S, 3), 255, np.uint8)
@@ -65,12 +65,12 @@ def _grid(images: np.ndarray, edited: np.ndarray, captions: list[str]) -> Image.
 
 def fig3(edit: EditFn, images: np.ndarray, landmarks: np.ndarray) -> Image.Image:
     edited = _edit_all(edit, images, landmarks, single_au_targets(len(images)))
-    return _grid(images, edited, [f"AU{a}{s}" for a in AUS for s in ("-", "+")])
+    return grid(images, edited, [f"AU{a}{s}" for a in AUS for s in ("-", "+")])
 
 
 def fig5(edit: EditFn, images: np.ndarray, landmarks: np.ndarray) -> Image.Image:
     edited = _edit_all(edit, images, landmarks, expression_targets(len(images)))
-    return _grid(images, edited, list(EXPRESSIONS))
+    return grid(images, edited, list(EXPRESSIONS))
 
 
 def save_png(img: Image.Image, path) -> Path:

@@ -146,7 +146,7 @@ def _check_finite(phase: str, total: torch.Tensor, terms: dict, step: int, last_
         return
     bad = [n for n, v in terms.items() if not torch.isfinite(v).all()] or ["total"]
     keep = f"last good checkpoint: {last_ck}" if last_ck else "no checkpoint was written yet"
-    raise NonFiniteLossError(f"loss {phase}/{bad[0]} is {float(total)} at step {step}; training stopped ({keep})")
+    raise NonFiniteLossError(f"loss {phase}/{bad[0]} is {float(total.detach())} at step {step}; training stopped ({keep})")
 
 
 def _write_text(path: Path, text: str) -> None:

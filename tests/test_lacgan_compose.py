@@ -1,0 +1,138 @@
+"""Windows and the Eq. 2 composition: maps match regions.py, exact locality, batched == plain reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lacgan.compose import (Windows, compose, compose_reference, fit_window, gather_windows, scatter_windows,
+                            to_float, to_uint8)
+from lacgan.config import preset
+from lacgan.networks import build_models
+from lacgan.regions import attention_maps
+from test_lacgan_helpers import faces
+
+S = 64
+
+
+@pytest.fixture(scope="module")
+def face_batch():
+    imgs, lm, labels = faces(5, S, seed=3)
+    return imgs, lm, labels
+
+
+def _full(win: Windows, values: torch.Tensor) -> torch.Tensor:
+    """(B, 12, C, h, w) windows -> (B, 12, C, S, S) zero-padded full crops, one AU at a time."""
+    B = values.shape[0]
+    return torch.stack([scatter_windows(values[:, i:i + 1], _one(win, i), B) for i in range(12)], dim=1)
+
+
+def _one(win: Windows, i: int) -> Windows:
+    return Windows(win.offsets[:, i:i + 1], win.maps[:, i:i + 1], win.index[:, i:i + 1], win.size)
+
+
+def test_window_maps_are_regions_maps(face_batch):
+    _, lm, _ = face_batch
+    h, w = fit_window(lm, S)
+    win = Windows.from_landmarks(lm, S, (h, w))
+    full = torch.from_numpy(attention_maps(lm, S))  # (B, 12, S, S)
+    for i in range(12):
+        one = _one(win, i)
+        inside = gather_windows(full[:, i:i + 1], one)[:, 0, 0]  # the full map read inside the window
+        np.testing.assert_allclose(win.maps[:, i].numpy(), inside.numpy(), atol=1e-6)
+        # the fitted window holds the whole region: no map mass is lost by cropping
+        np.testing.assert_allclose(win.maps[:, i].sum((-1, -2)).numpy(), full[:, i].sum((-1, -2)).numpy(),
+                                   rtol=1e-5)
+
+
+def test_window_shape_and_bounds(face_batch):
+    _, lm, _ = face_batch
+    win = Windows.from_landmarks(lm, S, (20, 40))
+    assert win.maps.shape == (5, 12, 20, 40) and win.index.shape == (5, 12, 20, 40)
+    assert (win.offsets[..., 0] >= 0).all() and (win.offsets[..., 0] <= S - 20).all()
+    assert (win.offsets[..., 1] >= 0).all() and (win.offsets[..., 1] <= S - 40).all()
+    assert float(win.maps.min()) >= 0 and float(win.maps.max()) <= 1
+
+
+def test_gather_scatter_roundtrip():
+    x = torch.randn(2, 3, S, S)
+    lm = faces(2, S)[1]
+    win = Windows.from_landmarks(lm, S, (16, 16))
+    g = gather_windows(x, win)
+    assert g.shape == (2, 12, 3, 16, 16)
+    one = _one(win, 4)
+    back = scatter_windows(gather_windows(x, one), one, 2)
+    mask = scatter_windows(torch.ones(2, 1, 1, 16, 16), one, 2) > 0
+    assert torch.equal(back[mask.expand_as(back)], x[mask.expand_as(x)])
+
+
+def test_compose_matches_plain_eq2(face_batch):
+    _, lm, labels = face_batch
+    win = Windows.from_landmarks(lm, S, fit_window(lm, S))
+    src = torch.rand(5, 3, S, S) * 2 - 1
+    gen = torch.rand(5, 12, 3, *win.shape) * 2 - 1
+    targets = torch.from_numpy(labels.astype(np.int64))
+    got, _ = compose(src, gen, win, targets)
+    ref = compose_reference(src, _full(win, gen), _full(win, win.maps[:, :, None])[:, :, 0], targets)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_overlap_normalisation_keeps_a_convex_blend(face_batch):
+    """AU12/14/15 share one map: with all three active and every generator = +1 on a -1 source, the output
+    never leaves [-1, 1] (plain Eq. 2 would reach 1 + 1 + 1 at the lip corners)."""
+    _, lm, _ = face_batch
+    win = Windows.from_landmarks(lm, S, fit_window(lm, S))
+    src = -torch.ones(5, 3, S, S)
+    out, covered = compose(src, torch.ones(5, 12, 3, *win.shape), win, torch.ones(5, 12, dtype=torch.long))
+    assert float(out.max()) <= 1.0 + 1e-6 and float(out.min()) >= -1.0
+    assert float(out.max()) > 0.99  # at a region centre the generators take over fully
+    assert torch.equal(out[~covered.expand_as(out)], src[~covered.expand_as(src)])
+
+
+def test_unknown_target_leaves_region_as_source(face_batch):
+    _, lm, _ = face_batch
+    win = Windows.from_landmarks(lm, S, fit_window(lm, S))
+    src = torch.rand(5, 3, S, S) * 2 - 1
+    gen = torch.rand(5, 12, 3, *win.shape) * 2 - 1
+    out, covered = compose(src, gen, win, torch.full((5, 12), -1, dtype=torch.long))
+    assert torch.equal(out, src) and not covered.any()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_locality_exact_with_random_networks(face_batch, seed):
+    """With random generator weights, every pixel outside all active regions is the source, bitwise, before
+    and after the uint8 conversion; pixels inside do change."""
+    from lacgan.infer import generate
+
+    imgs, lm, _ = face_batch
+    cfg = preset("smoke").replace(net={"window": fit_window(lm, S)})
+    G = build_models(cfg.net, seed=seed).G.eval()
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(-1, 2, (5, 12)).astype(np.int8)
+    out = generate(G, imgs, lm, targets, S, torch.device("cpu"))
+    win = Windows.from_landmarks(lm, S, cfg.net.window)
+    active = win.maps * torch.from_numpy(targets >= 0)[..., None, None]
+    covered = (scatter_windows(active[:, :, None], win, 5)[:, 0] > 0).numpy()  # (B, S, S)
+    assert out.dtype == np.uint8 and out.shape == imgs.shape
+    np.testing.assert_array_equal(out[~covered], imgs[~covered])
+    assert (out[covered] != imgs[covered]).any()
+    # and in float: compose returns the very source tensor values outside
+    x = to_float(torch.from_numpy(imgs))
+    t = torch.from_numpy(targets.astype(np.int64))
+    roi = win.maps[:, :, None] * gather_windows(x, win)
+    with torch.no_grad():
+        comp, cov = compose(x, G(roi, t), win, t)
+    outside = ~cov.expand_as(comp)
+    assert torch.equal(comp[outside], x[outside])
+    np.testing.assert_array_equal(to_uint8(comp, torch.from_numpy(imgs), cov).numpy(), out)
+
+
+def test_fit_window_holds_every_region(face_batch):
+    _, lm, _ = face_batch
+    h, w = fit_window(lm, S, quantile=1.0)
+    assert h % 4 == 0 and w % 4 == 0 and 0 < h <= S and 0 < w <= S
+    from lacgan.regions import region_boxes
+
+    b = region_boxes(lm, S)
+    assert ((b[..., 3] - b[..., 1]) <= h).all() and ((b[..., 2] - b[..., 0]) <= w).all()

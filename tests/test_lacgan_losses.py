@@ -1,0 +1,135 @@
+"""Each loss term on hand-computed cases, and the phase composition."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lacgan.config import LossConfig, preset
+from lacgan.data import sample_targets, to_batch
+from lacgan.losses import (LacganLoss, d_adv_loss, g_adv_loss, identity_loss, masked_mean, pixel_loss,
+                           regression_loss, sample_prior, tv_loss)
+from lacgan.networks import build_models
+from test_lacgan_helpers import faces
+
+L2 = math.log(2.0)
+
+
+def test_masked_mean():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert torch.equal(masked_mean(x), torch.tensor([2.0, 3.0]))
+    m = torch.tensor([[True, False], [False, False]])
+    assert torch.equal(masked_mean(x, m), torch.tensor([1.0, 0.0]))  # an empty column gives 0, not NaN
+
+
+def test_adversarial_losses_hand_computed():
+    zero = torch.zeros(4, 12)
+    torch.testing.assert_close(d_adv_loss(zero, zero), torch.full((12,), 2 * L2))  # D(x) = ½: 2·log 2
+    torch.testing.assert_close(g_adv_loss(zero), torch.full((12,), L2))
+    real = torch.tensor([[20.0], [-20.0]])  # confident right, then confident wrong
+    fake = torch.tensor([[-20.0], [-20.0]])
+    torch.testing.assert_close(d_adv_loss(real, fake), torch.tensor([10.0]), atol=1e-6, rtol=0)
+    mask = torch.tensor([[True], [False]])
+    torch.testing.assert_close(d_adv_loss(real, fake, real_mask=mask), torch.tensor([0.0]), atol=1e-6, rtol=0)
+
+
+def test_pixel_loss_hand_computed():
+    gen = torch.zeros(1, 12, 3, 2, 2)
+    src = torch.zeros(1, 12, 3, 2, 2)
+    src[0, 0, :, 0, 0] = 1.0  # an error of 1 at one pixel of AU1
+    maps = torch.zeros(1, 12, 2, 2)
+    maps[0, 0] = torch.tensor([[1.0, 0.5], [0.5, 0.0]])  # region mass 2
+    maps[0, 1:] = 1.0
+    got = pixel_loss(gen, src, maps)
+    assert got.shape == (12,)
+    torch.testing.assert_close(got[0], torch.tensor(1.0 * 3 / (3 * 2.0)))  # Σ A|e| / (3 Σ A) = 3 / 6
+    assert torch.equal(got[1:], torch.zeros(11))
+    src[0, 0, :, 1, 1] = 5.0  # outside the region (A = 0): costs nothing
+    torch.testing.assert_close(pixel_loss(gen, src, maps)[0], torch.tensor(0.5))
+
+
+def test_regression_loss_hand_computed():
+    pred = torch.tensor([[0.5, 0.0], [1.0, 3.0]])
+    labels = torch.tensor([[1, 0], [1, -1]])
+    torch.testing.assert_close(regression_loss(pred, labels, labels >= 0), torch.tensor([0.125, 0.0]))
+
+
+def test_tv_loss_hand_computed():
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    # vertical |2-0|, |4-1| -> mean 2.5; horizontal |1-0|, |4-2| -> mean 1.5
+    torch.testing.assert_close(tv_loss(x), torch.tensor(4.0))
+    assert float(tv_loss(torch.ones(1, 3, 5, 5))) == 0.0
+
+
+def test_identity_loss_hand_computed():
+    fake = [torch.ones(1, 2, 3, 3), torch.zeros(1, 4)]
+    real = [torch.zeros(1, 2, 3, 3), torch.full((1, 4), 2.0)]
+    torch.testing.assert_close(identity_loss(fake, real, (0.5, 0.25)), torch.tensor(0.5 * 1 + 0.25 * 2))
+    with pytest.raises(ValueError, match="weights"):
+        identity_loss(fake, real, (1.0,))
+
+
+def test_prior_is_uniform_on_the_cube():
+    z = sample_prior(torch.empty(2000, 12, 8), torch.Generator().manual_seed(0))
+    assert float(z.min()) >= -1 and float(z.max()) <= 1 and abs(float(z.mean())) < 0.02
+
+
+def test_sample_targets_flips_and_fills_unknowns():
+    labels = np.array([[1, 0, -1]] * 4000, np.int8)
+    t = sample_targets(labels, np.random.default_rng(0), flip=0.5)
+    assert set(np.unique(t)) <= {0, 1}
+    assert abs((t[:, 0] == 0).mean() - 0.5) < 0.05 and abs(t[:, 2].mean() - 0.5) < 0.05
+    assert np.array_equal(sample_targets(labels, np.random.default_rng(0), flip=0.0)[:, :2], labels[:, :2])
+
+
+def test_paper_defaults():
+    c = LossConfig()
+    assert (c.lambda_1, c.lambda_2, c.lambda_3, c.lambda_4, c.lambda_au) == (0.01, 0.1, 1.0, 0.001, 10.0)
+    assert c.beta == (1.0,) * 12 and c.id_alphas == (0.5, 0.9, 0.75, 1.0, 1.0)
+    p = preset("paper")
+    assert p.net.size == 200 and p.net.z_dim == 60 and p.net.label_dim == 60 and p.optim.lr == 2e-4
+    assert p.optim.betas == (0.5, 0.9) and p.train.test_fold == 3
+
+
+class ToyFeatures(torch.nn.Module):
+    """LABELLED STAND-IN for the identity network, for this composition test only: five pooled maps of the
+    face. The real extractor is lacgan.identity's dlib ResNet, wired in by lacgan.cli."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+    def features(self, x):
+        h = self.conv(x / 255.0)
+        return [torch.nn.functional.avg_pool2d(h, 2 ** k) for k in range(5)]
+
+
+def test_phases_compose_terms_with_the_paper_weights():
+    from lacgan.compose import fit_window
+    from lacgan.losses import identity_features
+
+    imgs, lm, labels = faces(4, 64)
+    cfg = preset("smoke").replace(net={"window": fit_window(lm, 64)})
+    models = build_models(cfg.net)
+    toy = ToyFeatures()
+    feats = identity_features(toy, 32)
+    loss = LacganLoss(models, cfg.loss, feats)
+    targets = sample_targets(labels, np.random.default_rng(0), 0.5)
+    b = to_batch(imgs, lm, labels, targets, 64, cfg.net.window, "cpu")
+    g = loss.generate(b)
+    total, t = loss.phase("G", b, g)
+    c = cfg.loss
+    carg = t["pixel"] + c.lambda_1 * t["adv_z"] + c.lambda_2 * (t["adv_au"] + c.lambda_au * t["label"])
+    expect = carg.sum() + c.lambda_img * t["adv_img"] + c.lambda_3 * t["id"] + c.lambda_4 * t["tv"]
+    torch.testing.assert_close(total, expect)
+    assert float(t["id"].detach()) > 0
+    total.backward()
+    assert models.G.enc[0].weight.grad is not None and toy.conv.weight.grad is None  # identity net frozen
+    for phase in ("D_z", "D_local", "D_global"):
+        tot, terms = loss.phase(phase, b, g, torch.Generator().manual_seed(0))
+        assert tot.ndim == 0 and torch.isfinite(tot)
+    with pytest.raises(ValueError, match="unknown phase"):
+        loss.phase("D_nope", b, g)

@@ -1,0 +1,126 @@
+"""CPU training smoke tests: the loss goes down, resume is exact, checkpoints round-trip, bad states fail clearly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lacgan import checkpoint as ckpt
+from lacgan.config import config_hash, preset
+from lacgan.data import FaceData, resolve_window
+from lacgan.networks import build_models
+from lacgan.train import NonFiniteLossError, train
+from manifests.aligned import StoreError
+from test_lacgan_helpers import make_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lacgan") / "aligned.zarr"
+    make_store(path, n=24, size=64)
+    return path
+
+
+def _setup(store, **train):
+    cfg = preset("smoke").replace(train=train)
+    data = FaceData.open(store, cfg.net.size, cfg.train.test_fold)
+    cfg = resolve_window(cfg, data)
+    return build_models(cfg.net, cfg.train.seed), data, cfg
+
+
+def test_training_lowers_reconstruction_loss(store, tmp_path):
+    models, data, cfg = _setup(store, steps=60, batch_size=8, sample_every=1000, checkpoint_every=1000)
+    cfg = cfg.replace(optim={"lr": 2e-3})
+    res = train(models, data, cfg, tmp_path / "run", progress=False)
+    pix = [h["pixel"] for h in res.history]
+    assert np.mean(pix[-10:]) < 0.9 * np.mean(pix[:10]), (pix[:10], pix[-10:])
+    assert res.step == 60 and (res.checkpoint / ckpt.MODELS).exists()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 60 and "loss/D_local/adv/AU12" in lines[-1] and "loss/G/pixel" in lines[-1]
+    assert (tmp_path / "run" / "samples" / "fig3-latest.png").exists()
+    assert (tmp_path / "run" / "samples" / "fig5-latest.png").exists()
+
+
+def test_resume_is_exact(store, tmp_path):
+    models, data, cfg = _setup(store, steps=8, checkpoint_every=4, sample_every=100)
+    whole = train(models, data, cfg, tmp_path / "a", progress=False).history
+
+    models, data, cfg = _setup(store, steps=8, checkpoint_every=4, sample_every=100)
+    first = train(models, data, cfg, tmp_path / "b", stop_after=5, progress=False).history
+    assert [h["step"] for h in first] == [1, 2, 3, 4, 5]
+    fresh, _, _ = _setup(store, steps=8, checkpoint_every=4, sample_every=100)  # new objects, as a new process
+    second = train(fresh, data, cfg, tmp_path / "b", progress=False).history
+    assert [h["step"] for h in second] == [6, 7, 8]
+    assert first + second == whole  # identical floats, step by step
+    a = ckpt.load_checkpoint(tmp_path / "a", with_optim=False).models["G"]
+    b = ckpt.load_checkpoint(tmp_path / "b", with_optim=False).models["G"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "stats.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # lines past the checkpoint were dropped, not duplicated
+
+
+def test_checkpoint_round_trip_weights_only(store, tmp_path):
+    models, data, cfg = _setup(store, steps=2, checkpoint_every=2, sample_every=100)
+    res = train(models, data, cfg, tmp_path / "run", progress=False)
+    ck = ckpt.load_checkpoint(tmp_path / "run")  # run dir -> latest; optimizer file read with weights_only=True
+    assert ck.step == 2 and ck.config == cfg and ck.path == res.checkpoint
+    state = json.loads((ck.path / ckpt.STATE).read_text())
+    assert state["config_hash"] == config_hash(cfg) and state["models_sha256"] == ck.sha256
+    again = build_models(cfg.net, seed=99)
+    ckpt.load_modules(ck, again.named())
+    for name, m in models.named().items():
+        for k, v in m.state_dict().items():
+            assert torch.equal(v.cpu(), again.named()[name].state_dict()[k]), (name, k)
+    assert set(ck.optim) >= {"G", "D_z", "D_local", "D_global", "scaler", "rng"}
+    torch.load(ck.path / ckpt.OPTIM, weights_only=True)  # no pickled code inside
+
+
+def test_checkpoint_write_is_atomic_and_pruned(store, tmp_path):
+    models, data, cfg = _setup(store, steps=6, checkpoint_every=1, sample_every=100, keep_checkpoints=2)
+    train(models, data, cfg, tmp_path / "run", progress=False)
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000005", "step-00000006"]
+    # a crash in the middle of the next save: its temp dir exists, latest still names a complete checkpoint
+    (root / ".tmp-step-00000007").mkdir()
+    (root / ".tmp-step-00000007" / ckpt.MODELS).write_bytes(b"garbage")
+    assert ckpt.load_checkpoint(tmp_path / "run").step == 6
+
+
+def test_checkpoint_from_another_config_is_refused(store, tmp_path):
+    models, data, cfg = _setup(store, steps=2, checkpoint_every=2, sample_every=100)
+    train(models, data, cfg, tmp_path / "run", progress=False)
+    other = cfg.replace(loss={"lambda_1": 0.5})
+    with pytest.raises(ckpt.CheckpointError, match="lambda_1"):
+        train(build_models(other.net), data, other, tmp_path / "run", progress=False)
+    longer = cfg.replace(train={"steps": 3})  # more steps is a resume, not another config
+    assert train(build_models(cfg.net), data, longer, tmp_path / "run", progress=False).step == 3
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path):
+    """A feature extractor (test stand-in) that turns NaN from its 5th call on: the identity term of step 3's
+    G phase is NaN (each step calls it twice: real, fake)."""
+    calls = {"n": 0}
+
+    def poisoned(x):
+        calls["n"] += 1
+        bad = float("nan") if calls["n"] >= 5 else 0.0
+        return [x.mean((1, 2, 3)) + bad] * 5
+
+    models, data, cfg = _setup(store, steps=4, checkpoint_every=2, sample_every=100)
+    with pytest.raises(NonFiniteLossError, match=r"G/id is nan at step 3.*step-00000002"):
+        train(models, data, cfg, tmp_path / "run", id_features=poisoned, progress=False)
+    ck = ckpt.load_checkpoint(tmp_path / "run")
+    assert ck.step == 2 and torch.isfinite(ck.models["G"]["enc.0.weight"]).all()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["latest", "step-00000002"]
+
+
+def test_store_of_wrong_size_or_no_training_rows(store, tmp_path):
+    with pytest.raises(StoreError, match="64 px but the config wants 200"):
+        FaceData.open(store, 200, 3)
+    one_fold = tmp_path / "f.zarr"
+    make_store(one_fold, n=8, folds=(3,))
+    with pytest.raises(StoreError, match="no aligned rows outside test fold 3"):
+        FaceData.open(one_fold, 64, 3)
