@@ -340,11 +340,9 @@ def read_network(data: bytes, spec: tuple[Expect, ...], source: str = "<bytes>")
     net_input = _read_input(r)
     layers, offsets = [], []
     for i, e in enumerate(spec):
-        if e.kind == "tag":
-            layers.append(Tag(e.args[0])), offsets.append(0)
-            continue
-        if e.kind == "skip":
-            layers.append(Skip(e.args[0])), offsets.append(0)
+        if e.kind in ("tag", "skip"):  # nothing of theirs follows the input: only their version came first
+            layers.append(Tag(e.args[0]) if e.kind == "tag" else Skip(e.args[0]))
+            offsets.append(0)
             continue
         what = f"layer {i} ({e.kind})"
         offsets.append(r.pos)
