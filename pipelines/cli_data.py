@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +13,21 @@ from pathlib import Path
 def _logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _user_errors(run):
+    """Bad input (the readers' and stores' ValueError subclasses, missing files) ends with its message, not a
+    traceback: the message already names the file and the problem."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (ValueError, OSError) as e:
+            print(f"lacgan {args.command}: error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapped
 
 
 def register(subparsers) -> None:
@@ -41,6 +58,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_regions)
 
 
+@_user_errors
 def run_ingest(args: argparse.Namespace) -> int:
     _logging()
     from manifests.schema import write_manifest
@@ -48,13 +66,13 @@ def run_ingest(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.dataset == "bp4d":
         if args.labels:
-            raise SystemExit("--labels is for --dataset folder; a BP4D tree carries its own AU_OCC files")
+            raise ValueError("--labels is for --dataset folder; a BP4D tree carries its own AU_OCC files")
         from manifests.bp4d import read_bp4d
 
         df = read_bp4d(args.root)
     else:
         if not args.labels:
-            raise SystemExit("--dataset folder needs --labels CSV")
+            raise ValueError("--dataset folder needs --labels CSV")
         from manifests.folder import read_folder
 
         df = read_folder(args.root, args.labels)
@@ -80,6 +98,7 @@ def summary(df) -> str:
     return "\n".join(lines)
 
 
+@_user_errors
 def run_align(args: argparse.Namespace) -> int:
     _logging()
     import numpy as np
@@ -106,6 +125,7 @@ def run_align(args: argparse.Namespace) -> int:
     return 0 if np.any(st == OK) or len(st) == 0 else 1
 
 
+@_user_errors
 def run_regions(args: argparse.Namespace) -> int:
     _logging()
     from pipelines.regions_sheet import write_regions_sheet

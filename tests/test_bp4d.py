@@ -209,3 +209,29 @@ def test_folder_reader_errors(tmp_path):
     csv.write_text("image,subject,frame,AU1\nx.png,s,1,1\ny.png,s,q,1\n")
     with pytest.raises(FolderError, match=r"line 3: frame 'q'"):
         read_folder(root, csv)
+
+
+def _cli(argv):
+    import argparse
+
+    from pipelines.cli_data import register
+
+    parser = argparse.ArgumentParser(prog="lacgan")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_ingest_command(tree, tmp_path, capsys):
+    out = tmp_path / "m.parquet"
+    assert _cli(["ingest", "--dataset", "bp4d", "--root", str(tree), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "dataset bp4d: 2 subjects, 3 sequences, 11 labelled frames (10 ok)" in text
+    assert "fold 1: 1 subjects (F001), 8 frames" in text and "fold 2: 1 subjects (M002), 3 frames" in text
+    assert "status 'missing image': 1 frames (e.g. missing image: F001/T2/12.jpg)" in text
+    assert len(read_manifest(out)) == 11
+    (tree / "AUCoding" / "AU_OCC" / "F001_T1.csv").write_text("frame,1\n1,0\n")
+    assert _cli(["ingest", "--dataset", "bp4d", "--root", str(tree), "--out", str(out)]) == 2
+    assert "F001_T1.csv, line 1: bad header" in capsys.readouterr().err
+    assert len(read_manifest(out)) == 11  # the earlier manifest is untouched
