@@ -16,14 +16,20 @@ _CHIN_DOTS = np.random.default_rng(1717).uniform(-1, 1, (400, 2))  # fixed chin-
 _CHIN_DOTS = _CHIN_DOTS[(_CHIN_DOTS**2).sum(1) < 1][:70]
 
 
-def _fold(c: Canvas, f, pts_fu, strength: float, width: float = 0.014, side=(0.0, -0.018)) -> None:
-    """A skin fold: a soft shadow line plus a highlight line beside it (offset `side`, face units)."""
+def _fold(c: Canvas, f, pts_fu, strength: float, width: float = 0.014, side=(0.0, -0.018), soft: float = 0.008):
+    """A skin fold: a soft shadow line plus a line of lit, raised skin beside it (offset `side`, face units)."""
     if strength <= 0.01:
         return
     pts = np.asarray(pts_fu, np.float64)
     curve = smooth_curve(pts, 16) if len(pts) > 2 else pts
-    c.line(f.px(curve), 0.45, width * f.k, strength, blur=0.006 * f.k, mode="mul")
-    c.line(f.px(curve + side), 0.35, width * f.k, 0.6 * strength, blur=0.008 * f.k, mode="screen")
+    a = min(strength, 1.0)
+    c.line(f.px(curve), 0.5, width * f.k, a, blur=soft * f.k, mode="mul")
+    c.line(f.px(curve + side), lit_skin(f), width * f.k, 0.5 * a, blur=1.25 * soft * f.k)
+
+
+def lit_skin(f) -> np.ndarray:
+    """The person's skin colour where it catches the light (highlights keep the skin's hue)."""
+    return np.clip(np.asarray(f.ident.skin, np.float32) * 1.22 + 0.03, 0, 1)
 
 
 # ---- outside the face -------------------------------------------------------------------------------------
@@ -83,10 +89,11 @@ def hair_front(c: Canvas, f) -> None:
     c.poly(top, hair, alpha=alpha, blur=0.006 * f.k)
     # sheen and strands
     c.ellipse(f.px([-0.25, -1.15]), (0.45 * f.k, 0.12 * f.k), 0.25, alpha=0.5 * alpha, blur=0.06 * f.k, mode="screen")
-    rng = np.random.default_rng(hash(f.ident.hair) % 2**32)
+    rng = np.random.default_rng(int(f.ident.hair[0] * 1e6))
+    hl = f.neutral[17:27, 1].mean() - f.ident.hairline
     for _ in range(10):
         x = rng.uniform(-0.8, 0.8)
-        strand = np.array([[x * 0.3, -1.35], [x * 0.8, -1.1], [x * 1.05, -0.8]])
+        strand = np.array([[x * 0.3, -1.35], [x * 0.8, (hl - 1.35) / 2], [x * 1.05, hl - 0.04]])
         c.line(f.px(smooth_curve(strand, 8)), hair * 0.6, 0.01 * f.k, 0.35 * alpha)
 
 
@@ -98,14 +105,19 @@ def skin_details(c: Canvas, f, skin, light) -> None:
         e = fu[eye].mean(0)
         c.ellipse(f.px(e + (0, -0.05)), (0.27 * k, 0.15 * k), 0.6, alpha=0.22 + 0.25 * au(4), blur=0.06 * k,
                   mode="mul")  # fmt: skip
-    # cheeks: blush and the cheekbone highlight, raised by AU6 (and a little by AU12)
-    lift = 0.09 * au(6) + 0.03 * au(12)
+    # cheeks: blush and the cheekbone highlight; AU6 lifts and bunches the infraorbital cheek (and AU12 a little)
+    lift = au(6) + 0.3 * au(12)
     for s in (-1, 1):
-        cheek = np.array([s * 0.55, 0.42 - lift])
-        c.ellipse(f.px(cheek), (0.22 * k, 0.15 * k), (0.85, 0.3, 0.3), alpha=0.12 * f.ident.blush + 0.05 * au(6),
+        c.ellipse(f.px([s * 0.55, 0.42]), (0.22 * k, 0.15 * k), (0.85, 0.3, 0.3), alpha=0.12 * f.ident.blush,
                   blur=0.08 * k)  # fmt: skip
-        c.ellipse(f.px(cheek + (s * 0.05, -0.08)), (0.18 * k, (0.07 + 0.03 * au(6)) * k), 0.35,
-                  alpha=0.25 + 0.45 * au(6), blur=0.05 * k, mode="screen")  # fmt: skip
+        c.ellipse(f.px([s * 0.62, 0.3]), (0.16 * k, 0.07 * k), (0.3, 0.26, 0.22), alpha=0.3, blur=0.05 * k,
+                  mode="screen")  # fmt: skip
+        if lift > 0.01:
+            bulge = np.array([s * 0.42, 0.35 - 0.05 * lift])
+            c.ellipse(f.px(bulge), (0.18 * k, 0.08 * k), (0.85, 0.35, 0.3), alpha=0.2 * lift, blur=0.04 * k)
+            c.ellipse(f.px(bulge), (0.16 * k, 0.065 * k), lit_skin(f), alpha=min(1.0, lift), blur=0.035 * k)
+            furrow = np.array([[s * 0.24, 0.42], [s * 0.42, 0.48 - 0.04 * lift], [s * 0.6, 0.5]])
+            _fold(c, f, furrow, 0.8 * lift * f.ident.wrinkle_depth, width=0.03, side=(0, -0.035), soft=0.018)
     # nose: bridge sides, alar wings, nostrils, tip highlight, shadow under the nose
     for s in (-1, 1):
         side = np.array([[s * 0.09, -0.05], [s * 0.11, 0.15], [s * 0.14, 0.36]])
@@ -161,26 +173,28 @@ def au_textures(c: Canvas, f, skin) -> None:
         o = fu[outer]
         for ang in (-0.45, 0.0, 0.45):
             d = np.array([s * np.cos(ang), np.sin(ang)])
-            _fold(c, f, np.array([o + 0.06 * d, o + 0.16 * d + (0, 0.01)]), 0.85 * au(6) * depth, width=0.011,
+            _fold(c, f, np.array([o + 0.05 * d, o + 0.13 * d + (0, 0.01)]), 0.55 * au(6) * depth, width=0.011,
                   side=(0, -0.012))  # fmt: skip
         lower = fu[[outer] + low + [39 if s < 0 else 42]]
-        bulge = 0.9 * au(6) + 0.7 * au(7)
+        bulge = 0.6 * au(6) + 0.7 * au(7)
         _fold(c, f, lower + (0, 0.06 + 0.01 * au(6)), bulge * depth * 0.8, width=0.013, side=(0, -0.025))
         c.poly(f.px(np.concatenate([lower + (0, 0.012), (lower + (0, 0.055))[::-1]])), 0.3, alpha=0.45 * bulge,
                blur=0.012 * k, mode="screen")  # fmt: skip
     # nasolabial folds: present a little in everyone, deepened by AU10, AU12 (and a bit by AU6)
-    naso = 0.12 + 0.7 * au(10) + 0.55 * au(12) + 0.15 * au(6)
+    naso = 0.12 + 0.5 * au(10) + 0.45 * au(12) + 0.12 * au(6)
     for s, wing, corner in ((-1, 31, 48), (1, 35, 54)):
         a, b = fu[wing] + (s * 0.06, -0.03), fu[corner] + (s * 0.07, 0.06)
         m = (a + b) / 2 + (s * (0.06 + 0.03 * au(12)), -0.01)
-        _fold(c, f, np.array([a, m, b]), min(naso, 1.2) * depth, width=0.018 + 0.008 * au(10),
-              side=(s * 0.022, 0))  # fmt: skip
+        _fold(c, f, np.array([a, m, b]), naso * depth, width=0.018 + 0.008 * au(10), side=(s * 0.025, 0),
+              soft=0.012)  # fmt: skip
     # AU14 dimples and tightened corners; AU15 folds below the corners
     for s, corner in ((-1, 48), (1, 54)):
         p = fu[corner]
-        c.ellipse(f.px(p + (s * 0.06, 0.005)), (0.014 * k, 0.04 * k), 0.45, alpha=0.9 * au(14) * depth,
-                  blur=0.008 * k, mode="mul")  # fmt: skip
-        _fold(c, f, np.array([p + (s * 0.015, -0.01), p + (s * 0.04, 0.0)]), 0.8 * au(14) * depth, width=0.012)
+        dimple = p + (s * 0.065, 0.01)
+        c.ellipse(f.px(dimple), (0.028 * k, 0.06 * k), 0.38, angle_deg=np.degrees(f.pose.roll) - s * 10,
+                  alpha=min(1.0, 1.1 * au(14) * depth), blur=0.01 * k, mode="mul")  # fmt: skip
+        c.ellipse(f.px(dimple + (s * 0.04, 0)), (0.03 * k, 0.07 * k), lit_skin(f), alpha=0.9 * au(14),
+                  blur=0.015 * k)  # fmt: skip
         _fold(c, f, np.array([p + (s * 0.02, 0.03), p + (s * 0.05, 0.09), p + (s * 0.07, 0.16)]),
               0.85 * au(15) * depth, width=0.015, side=(s * 0.02, 0))  # fmt: skip
     # AU17: chin boss pushed up and wrinkled (a dimpled, "orange peel" texture)
@@ -188,9 +202,9 @@ def au_textures(c: Canvas, f, skin) -> None:
         centre = (fu[57] + fu[8]) / 2 + (0, 0.03)
         half = np.array([0.2, 0.1])
         pts = centre + _CHIN_DOTS * half
-        c.apply(dots_mask(c, f.px(pts), 0.012 * k, blur=0.004 * k), 0.45, alpha=0.8 * au(17) * depth, mode="mul")
-        c.apply(dots_mask(c, f.px(pts + (0, -0.012)), 0.009 * k, blur=0.004 * k), 0.35, alpha=0.6 * au(17) * depth,
-                mode="screen")  # fmt: skip
+        c.apply(dots_mask(c, f.px(pts), 0.011 * k, blur=0.006 * k), 0.6, alpha=0.75 * au(17) * depth, mode="mul")
+        c.apply(dots_mask(c, f.px(pts + (0, -0.014)), 0.009 * k, blur=0.006 * k), lit_skin(f),
+                alpha=0.6 * au(17) * depth)  # fmt: skip
 
 
 # ---- eyes and brows ---------------------------------------------------------------------------------------
@@ -273,9 +287,11 @@ def mouth(c: Canvas, f, skin) -> None:
               mode="screen")  # fmt: skip
     # vermilion border, mouth line and corners
     c.line(f.px(upper_out + (0, -0.01)), 0.3, 0.012 * k, 0.45, blur=0.006 * k, mode="screen")
-    c.line(f.px(upper_in), (0.25, 0.08, 0.07), (0.014 + 0.006 * au(23) + 0.008 * au(24)) * k, 0.85, blur=0.003 * k)
-    for corner in (48, 54):
-        c.ellipse(f.px(fu[corner]), (0.02 * k, 0.012 * k), 0.4, alpha=0.5 + 0.3 * au(14), blur=0.006 * k, mode="mul")
+    c.line(f.px(upper_in), (0.25, 0.08, 0.07), (0.014 + 0.006 * au(23) + 0.003 * au(24)) * k, 0.85, blur=0.003 * k)
+    for corner in (48, 54):  # corner shadow, a deeper pocket when AU14 tucks the corners in
+        size = (0.02 + 0.012 * au(14), 0.012 + 0.01 * au(14))
+        c.ellipse(f.px(fu[corner]), (size[0] * k, size[1] * k), 0.4, alpha=0.5 + 0.4 * au(14), blur=0.006 * k,
+                  mode="mul")  # fmt: skip
     # AU23: tightened lips, red margins narrowed and rolled, fine vertical lines on the lips
     if au(23) > 0.01:
         for x in (-0.14, -0.07, 0.0, 0.07, 0.14):

@@ -45,8 +45,8 @@ AFFINITY_GAIN = 4.0  # logit spread between a task's least and most typical AU
 
 # Factor loadings (AU -> loading); rows of L are AUs. Squared loadings of an AU sum to < 1.
 FACTORS: dict[str, dict[int, float]] = {
-    "smile": {6: 0.80, 12: 0.85, 10: 0.50, 7: 0.30, 14: 0.45},
-    "brow_raise": {1: 0.85, 2: 0.85},
+    "smile": {6: 0.80, 12: 0.85, 10: 0.60, 7: 0.30, 14: 0.45},
+    "brow_raise": {1: 0.90, 2: 0.90},
     "tension": {4: 0.70, 7: 0.70, 10: 0.30, 23: 0.35, 6: 0.25},
     "chin_press": {17: 0.75, 24: 0.70, 23: 0.50, 15: 0.40, 14: 0.35},
     "sad": {1: 0.30, 4: 0.30, 15: 0.65, 17: 0.30},
