@@ -49,7 +49,7 @@ def parse_target(text: str) -> np.ndarray:
     return t
 
 
-def _identity(choice: str, input_size: int, device):
+def _identity(choice: str, device):
     """The frozen identity feature extractor, or None (with a warning) when it is off or unavailable."""
     if choice == "none":
         return None
@@ -62,7 +62,7 @@ def _identity(choice: str, input_size: int, device):
         return None
     from lacgan.losses import identity_features
 
-    return identity_features(load_dlib_face_net(device=device), input_size)
+    return identity_features(load_dlib_face_net(device=device))
 
 
 def run_train(args) -> int:
@@ -86,7 +86,7 @@ def run_train(args) -> int:
     data = FaceData.open(args.store, cfg.net.size, cfg.train.test_fold)
     cfg = resolve_window(cfg, data)
     models = build_models(cfg.net, cfg.train.seed)
-    id_features = _identity(args.identity, cfg.loss.id_input_size, device)
+    id_features = _identity(args.identity, device)
     print(f"lacgan train: preset {cfg.preset}, {len(data)} training faces ({cfg.net.size} px, test fold "
           f"{cfg.train.test_fold} held out), window {cfg.net.window}, device {device}, "
           f"identity loss {'on' if id_features else 'off'}")

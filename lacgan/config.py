@@ -48,7 +48,7 @@ class LossConfig:
     lambda_img: float = 0.1  # global adversarial weight, Eq. 3; Eq. 10 gives none: ours, as λ2
     beta: tuple[float, ...] = (1.0,) * N_AUS  # β_i, per-AU CARG weight, Eq. 10 (all 1, Sec. 4.1)
     id_alphas: tuple[float, ...] = (0.5, 0.9, 0.75, 1.0, 1.0)  # α_l, Eq. 4 layer weights (Sec. 4.1's α1..α5)
-    id_input_size: int = 150  # side the composed face is resized to for the identity net (dlib's 150 chips)
+    id_faces: int = 0  # faces of each batch the identity term sees (0 = all); a CPU-time knob, ours
 
     def __post_init__(self):
         if len(self.beta) != N_AUS:
@@ -146,7 +146,7 @@ PRESETS: dict[str, LacganConfig] = {
         preset="demo",
         net=NetConfig(size=64, enc_channels=(16, 32, 64, 64, 64), local_channels=(16, 32, 64, 64),
                       global_channels=(16, 32, 64, 64), dz_hidden=(64, 32, 16)),
-        loss=LossConfig(id_input_size=64),
+        loss=LossConfig(id_faces=4),
         optim=OptimConfig(lr=5e-4),
         train=TrainConfig(steps=1500, batch_size=16, sample_every=250, checkpoint_every=250, log_every=25),
     ),
@@ -155,7 +155,7 @@ PRESETS: dict[str, LacganConfig] = {
         preset="smoke",
         net=NetConfig(size=64, enc_channels=(4, 8, 8, 16, 16), local_channels=(4, 8, 8, 16),
                       global_channels=(4, 8, 16), dz_hidden=(16, 8, 8), z_dim=8, label_dim=8),
-        loss=LossConfig(id_input_size=32),
+        loss=LossConfig(id_faces=2),
         train=TrainConfig(steps=20, batch_size=4, sample_every=10, checkpoint_every=10, log_every=5,
                           sample_faces=2),
     ),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from lacgan.compose import Windows, compose, gather_windows
 from lacgan.config import LossConfig
+from lacgan.identity import crop_to_chip, identity_loss  # Eq. 4, pure (lacgan/identity.py)
 from lacgan.networks import Models
 
 FeatureFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]  # face (B, 3, S, S) in [-1, 1] -> 5 feature maps
@@ -57,15 +58,6 @@ def regression_loss(pred: torch.Tensor, labels: torch.Tensor, mask=None) -> torc
 def tv_loss(x: torch.Tensor) -> torch.Tensor:
     """Anisotropic total variation: mean |vertical differences| + mean |horizontal differences|."""
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
-
-
-def identity_loss(feats_fake: Sequence[torch.Tensor], feats_real: Sequence[torch.Tensor],
-                  alphas: Sequence[float]) -> torch.Tensor:
-    """Eq. 4: Σ_l α_l · L1(φ_l(X_t), φ_l(X_r)), each L1 the mean absolute difference of one feature map."""
-    if not (len(feats_fake) == len(feats_real) == len(alphas)):
-        raise ValueError(f"identity_loss: {len(feats_fake)} fake / {len(feats_real)} real feature maps for "
-                         f"{len(alphas)} weights")
-    return sum(a * (f - r).abs().mean() for a, f, r in zip(alphas, feats_fake, feats_real))
 
 
 def sample_prior(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -147,25 +139,22 @@ class LacganLoss:
         total = weighted_sum(carg, beta) + c.lambda_img * adv_img + c.lambda_4 * tv  # Eq. 10
         terms = {"pixel": pix, "adv_z": adv_z, "adv_au": adv_au, "label": label, "adv_img": adv_img, "tv": tv}
         if self.id_features is not None and c.lambda_3 > 0:
+            n = c.id_faces or b.images.shape[0]
             with torch.no_grad():
-                real = self.id_features(b.images)
-            ident = identity_loss(self.id_features(g.composed), real, c.id_alphas)
+                real = self.id_features(b.images[:n])
+            ident = identity_loss(list(self.id_features(g.composed[:n])), list(real), c.id_alphas)
             total = total + c.lambda_3 * ident
             terms["id"] = ident
         return total, terms
 
 
-def identity_features(net, input_size: int) -> FeatureFn:
-    """Adapt a face net with `.features(x)` (x: (B, 3, H, W) RGB floats in 0..255, as dlib's input layer takes)
-    to faces in [-1, 1]: rescale to 0..255 and resize to `input_size`. The net is frozen (eval, no grads)."""
+def identity_features(net) -> FeatureFn:
+    """Eq. 4's φ_1..φ_5 for faces in [-1, 1]: the aligned crop mapped onto the net's 150-px chip
+    (`lacgan.identity.crop_to_chip`, differentiable), then `net.features`. The net is frozen (eval, no grads)."""
     net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
+    net.requires_grad_(False)
 
     def feats(x: torch.Tensor):
-        x = (x.float() + 1.0) * 127.5
-        if x.shape[-1] != input_size:
-            x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
-        return net.features(x)
+        return net.features(crop_to_chip(x.float()))
 
     return feats

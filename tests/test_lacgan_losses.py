@@ -10,7 +10,8 @@ import torch
 
 from lacgan.config import LossConfig, preset
 from lacgan.data import sample_targets, to_batch
-from lacgan.losses import (LacganLoss, d_adv_loss, g_adv_loss, identity_loss, masked_mean, pixel_loss,
+from lacgan.identity import identity_loss
+from lacgan.losses import (LacganLoss, d_adv_loss, g_adv_loss, masked_mean, pixel_loss,
                            regression_loss, sample_prior, tv_loss)
 from lacgan.networks import build_models
 from test_lacgan_helpers import faces
@@ -115,7 +116,7 @@ def test_phases_compose_terms_with_the_paper_weights():
     cfg = preset("smoke").replace(net={"window": fit_window(lm, 64)})
     models = build_models(cfg.net)
     toy = ToyFeatures()
-    feats = identity_features(toy, 32)
+    feats = identity_features(toy)
     loss = LacganLoss(models, cfg.loss, feats)
     targets = sample_targets(labels, np.random.default_rng(0), 0.5)
     b = to_batch(imgs, lm, labels, targets, 64, cfg.net.window, "cpu")

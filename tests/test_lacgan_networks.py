@@ -21,8 +21,8 @@ def test_shapes(models):
     lab = torch.randint(-1, 2, (3, 12))
     with torch.no_grad():
         z = models.G.encode(x)
+        y = models.G.decode(z, lab)
     assert z.shape == (3, 12, 8) and float(z.abs().max()) <= 1.0  # tanh: inside the prior's support
-    y = models.G.decode(z, lab)
     assert y.shape == (3, 12, 3, 28, 44) and float(y.abs().max()) <= 1.0
     assert models.D_z(z).shape == (3, 12)
     d, r = models.D_local(x, lab)

@@ -124,3 +124,14 @@ def test_store_of_wrong_size_or_no_training_rows(store, tmp_path):
     make_store(one_fold, n=8, folds=(3,))
     with pytest.raises(StoreError, match="no aligned rows outside test fold 3"):
         FaceData.open(one_fold, 64, 3)
+
+
+def test_real_identity_network_in_training(store, tmp_path):
+    """The dlib ResNet (lacgan.identity) as Eq. 4's φ: the G phase reports a positive identity term."""
+    from lacgan.cli import _identity
+
+    feats = _identity("dlib", torch.device("cpu"))
+    models, data, cfg = _setup(store, steps=1, checkpoint_every=100, sample_every=100)
+    train(models, data, cfg, tmp_path / "run", id_features=feats, progress=False)
+    line = json.loads((tmp_path / "run" / "stats.jsonl").read_text().splitlines()[-1])
+    assert line["loss/G/id"] > 0
