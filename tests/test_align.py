@@ -225,3 +225,11 @@ def test_cohort_aligned_store(aligned_store, cohort_manifest):
     imgs = st.images[:]
     assert imgs.std() > 20 and (imgs.reshape(len(imgs), -1).std(1) > 10).all()  # real crops, not blanks
     assert st.pending_chunks() == []  # complete: re-running `align` has nothing to redo
+
+
+def test_worker_processes_give_the_same_store(aligned_store, cohort_manifest, tmp_path):
+    out = align_manifest(cohort_manifest, tmp_path / "w2.zarr", size=64, chunk=40, workers=2)
+    a, b = AlignedStore.open(aligned_store), AlignedStore.open(out)
+    np.testing.assert_array_equal(a.status(), b.status())
+    np.testing.assert_array_equal(a.images[:], b.images[:])
+    np.testing.assert_array_equal(a.landmarks[:], b.landmarks[:])
