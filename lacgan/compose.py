@@ -77,10 +77,11 @@ class Windows:
         ys = y0[..., None] + np.arange(h)  # (B, 12, h)
         xs = x0[..., None] + np.arange(w)  # (B, 12, w)
         # A_i inside the window: 1 at a centre, linear in Manhattan distance to 0 at `radius` (regions.py's rule).
-        dy = np.abs(ys[..., None, :] - c[..., 1][..., None])  # (B, 12, 2, h)
-        dx = np.abs(xs[..., None, :] - c[..., 0][..., None])  # (B, 12, 2, w)
-        d = dy[..., :, None] + dx[..., None, :]  # (B, 12, 2, h, w)
-        maps = np.clip(1.0 - d / radius, 0.0, 1.0).max(axis=-3).astype(np.float32)
+        dy = np.abs(ys[..., None, :].astype(np.float32) - c[..., 1][..., None])  # (B, 12, 2, h)
+        dx = np.abs(xs[..., None, :].astype(np.float32) - c[..., 0][..., None])  # (B, 12, 2, w)
+        r = np.float32(radius)
+        d = np.minimum(dy[..., 0, :, None] + dx[..., 0, None, :], dy[..., 1, :, None] + dx[..., 1, None, :])
+        maps = np.clip(1.0 - d / r, 0.0, 1.0).astype(np.float32)  # max over the two centres = min distance
         b = np.arange(len(lm))[:, None, None, None]
         index = b * size * size + ys[..., :, None] * size + xs[..., None, :]
         offsets = np.stack([y0, x0], axis=-1)
