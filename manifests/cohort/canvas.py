@@ -7,6 +7,8 @@ so a frame of ~100 soft layers stays cheap. Modes: "over" paints a colour, "mul"
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
@@ -79,32 +81,39 @@ class Canvas:
             raise ValueError(f"unknown mode {mode!r}")
 
     def poly(self, pts, colour, alpha=1.0, blur=0.0, mode="over"):
-        self.apply(self.mask("poly", pts, blur=blur), colour, alpha, mode)
+        if alpha > 0.004:  # invisible layers cost nothing
+            self.apply(self.mask("poly", pts, blur=blur), colour, alpha, mode)
 
     def line(self, pts, colour, width=1.0, alpha=1.0, blur=0.0, mode="over", closed=False):
-        self.apply(self.mask("line", pts, width=width, blur=blur, closed=closed), colour, alpha, mode)
+        if alpha > 0.004:
+            self.apply(self.mask("line", pts, width=width, blur=blur, closed=closed), colour, alpha, mode)
 
     def ellipse(self, centre, axes, colour, angle_deg=0.0, alpha=1.0, blur=0.0, mode="over"):
-        self.apply(self.ellipse_mask(centre, axes, angle_deg, blur), colour, alpha, mode)
+        if alpha > 0.004:
+            self.apply(self.ellipse_mask(centre, axes, angle_deg, blur), colour, alpha, mode)
+
+
+@lru_cache(maxsize=256)
+def _catmull_rom_matrix(k: int, n: int, closed: bool) -> np.ndarray:
+    """Linear map from k control points to the interpolated curve (Catmull-Rom is linear in its points)."""
+    eye = np.eye(k)
+    if closed:
+        ext = np.concatenate([eye[-1:], eye, eye[:2]])
+    else:
+        ext = np.concatenate([2 * eye[:1] - eye[1:2], eye, 2 * eye[-1:] - eye[-2:-1]])
+    seg = max(2, n // max(1, k - 1))
+    t = np.linspace(0, 1, seg, endpoint=False)[:, None]
+    w0, w1 = (-t + 2 * t**2 - t**3) / 2, (2 - 5 * t**2 + 3 * t**3) / 2
+    w2, w3 = (t + 4 * t**2 - 3 * t**3) / 2, (-(t**2) + t**3) / 2
+    rows = [w0 * ext[i - 1] + w1 * ext[i] + w2 * ext[i + 1] + w3 * ext[i + 2] for i in range(1, len(ext) - 2)]
+    rows.append(ext[-2][None] if not closed else ext[1][None])
+    return np.concatenate(rows)
 
 
 def smooth_curve(pts: np.ndarray, n: int = 24, closed: bool = False) -> np.ndarray:
-    """Catmull-Rom interpolation through control points (k, 2) -> (about n*(k-1), 2) points."""
+    """Catmull-Rom interpolation through control points (k, 2) -> (about n, 2) points on the curve."""
     p = np.asarray(pts, dtype=np.float64)
-    if closed:
-        p = np.concatenate([p[-1:], p, p[:2]])
-    else:
-        p = np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
-    seg = max(2, n // max(1, len(pts) - 1))
-    t = np.linspace(0, 1, seg, endpoint=False)[:, None]
-    out = []
-    for i in range(1, len(p) - 2):
-        p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
-        out.append(
-            0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3)
-        )
-    out.append(p[-2][None] if not closed else p[1][None])
-    return np.concatenate(out)
+    return _catmull_rom_matrix(len(p), n, closed) @ p
 
 
 def intersect(a, b):

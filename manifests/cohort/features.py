@@ -16,7 +16,7 @@ _CHIN_DOTS = np.random.default_rng(1717).uniform(-1, 1, (400, 2))  # fixed chin-
 _CHIN_DOTS = _CHIN_DOTS[(_CHIN_DOTS**2).sum(1) < 1][:70]
 
 
-def _fold(c: Canvas, f, pts_fu, strength: float, width: float = 0.014, side=(0.0, -0.018), soft: float = 0.008):
+def _fold(c: Canvas, f, pts_fu, strength: float, width: float = 0.014, side=(0.0, -0.018), soft: float = 0.01):
     """A skin fold: a soft shadow line plus a line of lit, raised skin beside it (offset `side`, face units)."""
     if strength <= 0.01:
         return
@@ -45,30 +45,42 @@ def clothes_and_neck(c: Canvas, f, skin) -> None:
     c.line(f.px(shirt[1:4]), col * 0.5, 0.04 * f.k, 0.8, blur=0.01 * f.k)
 
 
+def _head_rx(f) -> float:
+    return float((f.fu[16, 0] - f.fu[0, 0]) / 2)
+
+
+def _hairline(f) -> float:
+    return float(f.neutral[17:27, 1].mean() - f.ident.hairline)
+
+
 def _hair_top(f) -> np.ndarray:
-    """Face-unit outline of the hair mass on top of the head (outer edge, then the hairline back)."""
-    jaw = f.fu[0:17]
-    rx = (jaw[16, 0] - jaw[0, 0]) / 2
-    brow_y = f.neutral[17:27, 1].mean()
-    hl = brow_y - f.ident.hairline
+    """Face-unit outline of the hair mass on top of the head: outer edge over the skull, then the hairline
+    back across the forehead (with a side parting, temple corners, and a fringe sweep for some styles)."""
+    style, part = f.ident.hair_style, f.ident.hair_part
+    rx, hl = _head_rx(f), _hairline(f)
+    bulk = {"buzz": 0.04, "short": 0.12, "bun": 0.06}.get(style, 0.16)
     t = np.linspace(0.0, np.pi, 25)
-    bulk = 0.16 if f.ident.hair_style != "buzz" else 0.05
     outer = np.stack([(rx + bulk) * np.cos(t), -0.05 - (1.32 + bulk) * np.sin(t)], 1)
-    side = -0.25 if f.ident.hair_style != "buzz" else -0.45
-    inner = np.array([[-rx * 1.0, side], [-rx * 0.9, hl + 0.25], [-rx * 0.55, hl + 0.04], [-0.1, hl],
-                      [rx * 0.35, hl + 0.03], [rx * 0.85, hl + 0.22], [rx * 1.0, side]])  # fmt: skip
-    return np.concatenate([outer, smooth_curve(inner, 24)])
+    side = {"buzz": -0.5, "short": -0.38, "bun": -0.45}.get(style, -0.2)
+    temple = 0.1 if not f.ident.female else 0.03  # receding temple corners on men
+    sweep = 0.12 if style in ("short", "bob", "long") else 0.0  # fringe swept to one side
+    inner = np.array([
+        [-rx * 1.0, side], [-rx * 0.92, hl + 0.2], [-rx * 0.68, hl - temple + 0.06 - sweep * (part < 0)],
+        [part * 0.45 - 0.1, hl + 0.02 + sweep * 0.5], [part * 0.45, hl - 0.04],
+        [part * 0.45 + 0.1, hl + 0.02 + sweep * 0.5],
+        [rx * 0.68, hl - temple + 0.06 - sweep * (part > 0)], [rx * 0.92, hl + 0.2], [rx * 1.0, side],
+    ])  # fmt: skip
+    return np.concatenate([outer, smooth_curve(inner, 32)])
 
 
 def hair_back(c: Canvas, f) -> None:
     style, hair = f.ident.hair_style, np.asarray(f.ident.hair, np.float32)
-    jaw = f.fu[0:17]
-    rx = (jaw[16, 0] - jaw[0, 0]) / 2
+    rx = _head_rx(f)
     if style in ("long", "bob"):
         bottom = 2.1 if style == "long" else 1.05
-        shape = np.array([[-rx - 0.2, -0.6], [-rx - 0.3, bottom * 0.6], [-rx - 0.25, bottom], [rx + 0.25, bottom],
-                          [rx + 0.3, bottom * 0.6], [rx + 0.2, -0.6]])  # fmt: skip
-        c.poly(f.px(smooth_curve(shape, 30)), hair * 0.8)
+        shape = np.array([[-rx - 0.2, -0.6], [-rx - 0.32, bottom * 0.6], [-rx - 0.25, bottom], [rx + 0.25, bottom],
+                          [rx + 0.32, bottom * 0.6], [rx + 0.2, -0.6]])  # fmt: skip
+        c.poly(f.px(smooth_curve(shape, 30)), hair * 0.72)
     if style == "bun":
         c.ellipse(f.px([0.0, -1.45]), (0.42 * f.k, 0.3 * f.k), hair * 0.9)
 
@@ -83,18 +95,28 @@ def ears(c: Canvas, f, skin) -> None:
 
 
 def hair_front(c: Canvas, f) -> None:
-    hair = np.asarray(f.ident.hair, np.float32)
-    alpha = 0.55 if f.ident.hair_style == "buzz" else 1.0
-    top = f.px(_hair_top(f))
-    c.poly(top, hair, alpha=alpha, blur=0.006 * f.k)
-    # sheen and strands
-    c.ellipse(f.px([-0.25, -1.15]), (0.45 * f.k, 0.12 * f.k), 0.25, alpha=0.5 * alpha, blur=0.06 * f.k, mode="screen")
-    rng = np.random.default_rng(int(f.ident.hair[0] * 1e6))
-    hl = f.neutral[17:27, 1].mean() - f.ident.hairline
-    for _ in range(10):
-        x = rng.uniform(-0.8, 0.8)
-        strand = np.array([[x * 0.3, -1.35], [x * 0.8, (hl - 1.35) / 2], [x * 1.05, hl - 0.04]])
-        c.line(f.px(smooth_curve(strand, 8)), hair * 0.6, 0.01 * f.k, 0.35 * alpha)
+    style, hair = f.ident.hair_style, np.asarray(f.ident.hair, np.float32)
+    alpha = 0.6 if style == "buzz" else 1.0
+    rx, hl, part = _head_rx(f), _hairline(f), f.ident.hair_part
+    top = _hair_top(f)
+    c.poly(f.px(top), hair, alpha=alpha, blur=0.006 * f.k)
+    if style in ("long", "bob"):  # locks framing the face, over the temples and ears
+        for s in (-1, 1):
+            end = 1.0 if style == "long" else 0.75
+            lock = np.array([[s * (rx * 0.7), hl + 0.05], [s * (rx * 0.93), 0.0], [s * (rx * 0.97), end],
+                             [s * (rx + 0.2), end + 0.05], [s * (rx + 0.18), -0.2], [s * rx * 0.9, hl - 0.2]])  # fmt: skip
+            c.poly(f.px(smooth_curve(lock, 30, closed=True)), hair * 0.95, alpha=alpha, blur=0.006 * f.k)
+    # sheen, the parting, and strands that follow the hair's flow from the crown
+    c.ellipse(f.px([part * 0.3 - 0.2, -1.15]), (0.45 * f.k, 0.12 * f.k), 0.22, alpha=0.5 * alpha, blur=0.06 * f.k,
+              mode="screen")  # fmt: skip
+    if style != "buzz":
+        c.line(f.px(np.array([[part * 0.45, hl - 0.04], [part * 0.4, -1.2]])), hair * 0.55, 0.012 * f.k, 0.7)
+    rng = np.random.default_rng(int(f.ident.hair[0] * 1e6) + 7)
+    for i in range(16):
+        x = rng.uniform(-0.95, 0.95)
+        strand = np.array([[part * 0.4, -1.25], [x * 0.75 + part * 0.1, (hl - 1.25) / 2], [x, hl - 0.03]])
+        tone = hair * (0.55 if i % 2 else 1.35)
+        c.line(f.px(smooth_curve(strand, 10)), np.clip(tone, 0, 1), 0.009 * f.k, 0.3 * alpha)
 
 
 # ---- skin -------------------------------------------------------------------------------------------------
@@ -114,7 +136,7 @@ def skin_details(c: Canvas, f, skin, light) -> None:
                   mode="screen")  # fmt: skip
         if lift > 0.01:
             bulge = np.array([s * 0.42, 0.35 - 0.05 * lift])
-            c.ellipse(f.px(bulge), (0.18 * k, 0.08 * k), (0.85, 0.35, 0.3), alpha=0.2 * lift, blur=0.04 * k)
+            c.ellipse(f.px(bulge), (0.18 * k, 0.08 * k), (0.85, 0.35, 0.3), alpha=0.12 * lift, blur=0.04 * k)
             c.ellipse(f.px(bulge), (0.16 * k, 0.065 * k), lit_skin(f), alpha=min(1.0, lift), blur=0.035 * k)
             furrow = np.array([[s * 0.24, 0.42], [s * 0.42, 0.48 - 0.04 * lift], [s * 0.6, 0.5]])
             _fold(c, f, furrow, 0.8 * lift * f.ident.wrinkle_depth, width=0.03, side=(0, -0.035), soft=0.018)
@@ -185,15 +207,15 @@ def au_textures(c: Canvas, f, skin) -> None:
     for s, wing, corner in ((-1, 31, 48), (1, 35, 54)):
         a, b = fu[wing] + (s * 0.06, -0.03), fu[corner] + (s * 0.07, 0.06)
         m = (a + b) / 2 + (s * (0.06 + 0.03 * au(12)), -0.01)
-        _fold(c, f, np.array([a, m, b]), naso * depth, width=0.018 + 0.008 * au(10), side=(s * 0.025, 0),
-              soft=0.012)  # fmt: skip
+        _fold(c, f, np.array([a, m, b]), naso * depth, width=0.024 + 0.008 * au(10), side=(s * 0.03, 0),
+              soft=0.016)  # fmt: skip
     # AU14 dimples and tightened corners; AU15 folds below the corners
     for s, corner in ((-1, 48), (1, 54)):
         p = fu[corner]
         dimple = p + (s * 0.065, 0.01)
-        c.ellipse(f.px(dimple), (0.028 * k, 0.06 * k), 0.38, angle_deg=np.degrees(f.pose.roll) - s * 10,
-                  alpha=min(1.0, 1.1 * au(14) * depth), blur=0.01 * k, mode="mul")  # fmt: skip
-        c.ellipse(f.px(dimple + (s * 0.04, 0)), (0.03 * k, 0.07 * k), lit_skin(f), alpha=0.9 * au(14),
+        c.ellipse(f.px(dimple), (0.028 * k, 0.06 * k), 0.35, angle_deg=np.degrees(f.pose.roll) - s * 10,
+                  alpha=au(14), blur=0.01 * k, mode="mul")  # fmt: skip
+        c.ellipse(f.px(dimple + (s * 0.04, 0)), (0.03 * k, 0.07 * k), lit_skin(f), alpha=0.35 * au(14),
                   blur=0.015 * k)  # fmt: skip
         _fold(c, f, np.array([p + (s * 0.02, 0.03), p + (s * 0.05, 0.09), p + (s * 0.07, 0.16)]),
               0.85 * au(15) * depth, width=0.015, side=(s * 0.02, 0))  # fmt: skip

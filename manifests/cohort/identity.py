@@ -48,6 +48,7 @@ class Identity:
     hair: tuple[float, float, float]  # hair and brow colour
     hair_style: str  # one of HAIR_STYLES
     hairline: float  # height of the hairline above the brows (face units)
+    hair_part: float  # where the parting is, -1 (image left) .. 1 (image right)
     iris: tuple[float, float, float]  # iris colour
     background: tuple[float, float, float]  # backdrop colour (top)
     background2: tuple[float, float, float]  # backdrop colour (bottom)
@@ -97,11 +98,12 @@ def sample_identity(rng: np.random.Generator, female: bool) -> Identity:
         hair=tuple(float(v) for v in hair),
         hair_style=str(rng.choice(styles)),
         hairline=u(0.55, 0.7),
+        hair_part=float(rng.choice([-1, 1]) * u(0.3, 0.9)),
         iris=_mix(IRIS_COLOURS, u(0, len(IRIS_COLOURS) - 1.001)),
         background=tuple(float(v) for v in bg),
         background2=tuple(float(v) for v in np.clip(bg * u(0.6, 0.85), 0, 1)),
         shirt=tuple(float(v) for v in u(0.1, 0.8, 3)),
-        wrinkle_depth=u(0.8, 1.2),
+        wrinkle_depth=u(0.7, 1.0),
         stubble=0.0 if female else float(u(0, 1) < 0.4) * u(0.15, 0.35),
     )
 

@@ -83,7 +83,7 @@ def render_sequence(config: CohortConfig, plan: SequencePlan, ident: Identity | 
         )
         lit = Light(light.angle, light.strength, light.ambient * float(flicker[i]), light.tint)
         img, lm = render_face(ident, plan.intensity[i], pose, config.size, lit, gaze=tuple(gaze[i]))
-        noisy = img.astype(np.float32) + rng.normal(0, noise_sd, img.shape).astype(np.float32)
+        noisy = img.astype(np.float32) + noise_sd * rng.standard_normal(img.shape, dtype=np.float32)
         img = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
         ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
         if not ok:
