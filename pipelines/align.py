@@ -162,8 +162,9 @@ def resolve_landmark_source(landmarks: str, root: Path) -> str:
 
 
 def manifest_fingerprint(df: pd.DataFrame) -> str:
-    """A hash of what alignment depends on (rows, paths, statuses), to refuse mixing stores of two manifests."""
-    cols = ["row_id", "subject", "task", "frame", "image_path", "status"]
+    """A hash of what the store holds from the manifest (rows, paths, statuses, labels, folds), to refuse mixing
+    stores of two manifests."""
+    cols = ["row_id", "subject", "task", "frame", "image_path", "status", *AU_COLUMNS, "fold"]
     return format(int(pd.util.hash_pandas_object(df[cols], index=False).sum()) & (2**64 - 1), "016x")
 
 
