@@ -233,3 +233,15 @@ def test_worker_processes_give_the_same_store(aligned_store, cohort_manifest, tm
     np.testing.assert_array_equal(a.status(), b.status())
     np.testing.assert_array_equal(a.images[:], b.images[:])
     np.testing.assert_array_equal(a.landmarks[:], b.landmarks[:])
+
+
+def test_store_of_another_manifest_is_refused(aligned_store, cohort_manifest, tmp_path):
+    from manifests.schema import manifest_root, read_manifest
+
+    df = read_manifest(cohort_manifest)
+    df.loc[0, "AU12"] = 1 - max(df.loc[0, "AU12"], 0)  # one corrected label
+    other = write_manifest(df, tmp_path / "other.parquet", root=manifest_root(cohort_manifest))
+    before = AlignedStore.open(aligned_store).status().copy()
+    with pytest.raises(StoreError, match="manifest_fingerprint: store has"):
+        align_manifest(other, aligned_store, size=64)
+    np.testing.assert_array_equal(AlignedStore.open(aligned_store).status(), before)
