@@ -64,3 +64,13 @@ def make_store(tmp_path, subjects=("F001", "F002", "M001", "M002", "M003", "F003
         store.write_chunk(start, images[start:stop], lm[start:stop],
                           {r: "test: marked failed" for r in failed if start <= r < stop})
     return path
+
+
+def train_smoke_lacgan(store, out) -> str:
+    """A real LAC-GAN run directory from the `smoke` preset (20 steps, ~10 s): for tests of the real Editor path."""
+    from flows.cli import main
+
+    rc = main(["train", "--store", str(store), "--out", str(out), "--preset", "smoke", "--identity", "none",
+               "--no-progress"])
+    assert rc == 0
+    return str(out)

@@ -1,0 +1,153 @@
+"""Scoring: every configured detector scores the real test frames and the synthetic frames the same way.
+
+Real frames are the aligned store's test-fold rows (frame_id = row_id, sequences "subject/task"); synthetic
+frames are the synthetic store's frames (frame_id = plan_row, labels = the targets, sequence = the subject/task
+of the target frame, so OpenFace's per-sequence calibration groups them as it groups the real ones). Both are
+the same aligned crops of the same size. Source frames of synthetic frames that lie outside the test fold are
+scored too (set "source"), so the report can tell which AUs flipped.
+
+The output is one long Parquet table (`SCORES_SCHEMA`): frame_id, set (real | synthetic | source), detector,
+au, score, present, label, status. Each (detector, set) is scored into its own file under `parts/` first, so
+an interrupted scoring run resumes with the parts it has not written yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests.aus import AUS
+
+log = logging.getLogger("lacgan.score")
+
+SETS = ("real", "synthetic", "source")
+
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("frame_id", pa.int64(), nullable=False),  # real/source: aligned row_id; synthetic: plan_row
+        pa.field("set", pa.string(), nullable=False),  # real (test fold) | synthetic | source (other sources)
+        pa.field("detector", pa.string(), nullable=False),  # registry name, e.g. "jaanet"
+        pa.field("au", pa.int8(), nullable=False),  # AU number; unsupported AUs have no rows
+        pa.field("score", pa.float32()),  # probability / margin / intensity, as the detector defines it
+        pa.field("present", pa.int8(), nullable=False),  # the detector's 1/0 decision
+        pa.field("label", pa.int8(), nullable=False),  # ground truth (real) or target (synthetic); -1 unknown
+        pa.field("status", pa.string(), nullable=False),  # "ok" or why the frame has no valid score
+    ],
+    metadata={b"lacgan.schema": b"table1-scores/1"},
+)
+
+
+class ScoreError(ValueError):
+    """Missing detector weights, stores or plans; the message names the path."""
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    name: str  # registry name in detectors.base.DETECTORS
+    weights: str | None = None  # weights folder written by `lacgan detect train` (None for openface)
+    settings: dict = field(default_factory=dict)  # extra keyword settings, e.g. {"binary": ".../FeatureExtraction"}
+
+    @classmethod
+    def parse(cls, text: str) -> "DetectorSpec":
+        """"name" or "name=WEIGHTS_DIR" (the CLI form)."""
+        name, _, weights = text.partition("=")
+        return cls(name.strip(), weights.strip() or None)
+
+
+def frame_sources(store_path, synth_out, test_fold: int):
+    """{set: FrameSource} for the real test frames, the synthetic frames and the out-of-fold source frames."""
+    from detectors.frames import FrameSource
+    from pipelines.synth_store import STORE_NAME, read_parts
+
+    real = FrameSource.from_store(store_path, fold=test_fold)
+    if len(real) == 0:
+        raise ScoreError(f"{store_path}: no aligned frames in test fold {test_fold}")
+    man = read_parts(synth_out)
+    synth = FrameSource.from_group(Path(synth_out) / STORE_NAME, frame_ids=man["plan_row"].to_numpy(),
+                                   sequences=(man["subject"] + "/" + man["task"]).to_numpy(dtype=object),
+                                   labels=man[[f"AU{a}" for a in AUS]].to_numpy(np.int8))
+    extra = np.setdiff1d(man["source_row"].to_numpy(), real.frame_ids)
+    sources = {"real": real, "synthetic": synth}
+    if len(extra):
+        sources["source"] = FrameSource.from_store(store_path, rows=extra)
+    return sources
+
+
+def _long(df: pd.DataFrame, frames, set_name: str, detector: str) -> pd.DataFrame:
+    """Detector output + set, detector and the frame's label for that AU."""
+    labels = frames.labels if frames.labels is not None else np.full((len(frames), len(AUS)), -1, np.int8)
+    pos = pd.Series(np.arange(len(frames)), index=frames.frame_ids)
+    rows = pos.reindex(df["frame_id"].to_numpy()).to_numpy()
+    if np.isnan(rows.astype(float)).any():
+        raise ScoreError(f"{detector} returned frame ids that are not among the {set_name} frames")
+    cols = np.searchsorted(np.asarray(AUS), df["au"].to_numpy())
+    status = df["status"] if "status" in df else "ok"
+    return pd.DataFrame({"frame_id": df["frame_id"].astype("int64").to_numpy(), "set": set_name,
+                         "detector": detector, "au": df["au"].astype("int8").to_numpy(),
+                         "score": df["score"].astype("float32").to_numpy(),
+                         "present": df["present"].astype("int8").to_numpy(),
+                         "label": labels[rows.astype(int), cols], "status": status})
+
+
+def _write(df: pd.DataFrame, path: Path, meta: dict | None = None) -> Path:
+    schema = SCORES_SCHEMA.with_metadata({**SCORES_SCHEMA.metadata, **(meta or {})})
+    table = pa.Table.from_pandas(df[[f.name for f in SCORES_SCHEMA]], schema=schema, preserve_index=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def score_all(store_path, synth_out, detectors: list[DetectorSpec], out_path, test_fold: int = 3) -> Path:
+    """Score real and synthetic frames with every detector into one long Parquet table at `out_path`."""
+    from detectors.base import load_detector
+
+    out_path = Path(out_path)
+    if not detectors:
+        raise ScoreError("no detectors configured; give at least one, e.g. jaanet=runs/demo/detectors/jaanet")
+    for spec in detectors:
+        if spec.weights is not None and not Path(spec.weights).exists():
+            raise ScoreError(f"{spec.weights}: no weights for detector {spec.name!r} (train it first: "
+                             f"`lacgan detect train {spec.name} ...`)")
+    sources = frame_sources(store_path, synth_out, test_fold)
+    parts_dir = out_path.parent / f"{out_path.stem}.parts"
+    parts, supported = [], {}
+    for spec in detectors:
+        det = None
+        for set_name, frames in sources.items():
+            part = parts_dir / f"{spec.name}-{set_name}.parquet"
+            if not part.exists():  # resume: parts already written are kept
+                det = det or load_detector(spec.name, spec.weights, **spec.settings)
+                log.info("scoring %d %s frames with %s", len(frames), set_name, spec.name)
+                aus = json.dumps({spec.name: [int(a) for a in det.supported_aus]}).encode()
+                _write(_long(det.score(frames), frames, set_name, spec.name), part, {b"lacgan.supported_aus": aus})
+            table = pq.read_table(part)
+            supported.update(json.loads(table.schema.metadata[b"lacgan.supported_aus"]))
+            parts.append(table.to_pandas())
+    meta = {b"lacgan.supported_aus": json.dumps(supported).encode(), b"lacgan.test_fold": str(test_fold).encode()}
+    return _write(pd.concat(parts, ignore_index=True), out_path, meta)
+
+
+def read_scores(path) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+    """(long score table, {detector: supported AUs})."""
+    path = Path(path)
+    if not path.exists():
+        raise ScoreError(f"{path}: no score table (run `lacgan score` first)")
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    if meta.get(b"lacgan.schema") != b"table1-scores/1":
+        raise ScoreError(f"{path}: not a Table 1 score table (schema tag missing)")
+    missing = [f.name for f in SCORES_SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise ScoreError(f"{path}: score table lacks columns {missing}")
+    supported = json.loads(meta.get(b"lacgan.supported_aus", b"{}"))
+    return table.to_pandas(), {k: [int(a) for a in v] for k, v in supported.items()}
