@@ -137,9 +137,10 @@ def skin_details(c: Canvas, f, skin, light) -> None:
         if lift > 0.01:
             bulge = np.array([s * 0.42, 0.35 - 0.05 * lift])
             c.ellipse(f.px(bulge), (0.18 * k, 0.08 * k), (0.85, 0.35, 0.3), alpha=0.12 * lift, blur=0.04 * k)
-            c.ellipse(f.px(bulge), (0.16 * k, 0.065 * k), lit_skin(f), alpha=min(1.0, lift), blur=0.035 * k)
-            furrow = np.array([[s * 0.24, 0.42], [s * 0.42, 0.48 - 0.04 * lift], [s * 0.6, 0.5]])
-            _fold(c, f, furrow, 0.8 * lift * f.ident.wrinkle_depth, width=0.03, side=(0, -0.035), soft=0.018)
+            c.ellipse(f.px(bulge), (0.15 * k, 0.085 * k), lit_skin(f), alpha=min(1.0, 0.75 * lift), blur=0.05 * k)
+            # the lower edge of the bunched cheek: a broad soft shadow, deeper towards the nose
+            c.ellipse(f.px(bulge + (s * -0.03, 0.11)), (0.17 * k, 0.045 * k), 0.6, angle_deg=np.degrees(f.pose.roll)
+                      + s * 12, alpha=0.75 * lift, blur=0.03 * k, mode="mul")  # fmt: skip
     # nose: bridge sides, alar wings, nostrils, tip highlight, shadow under the nose
     for s in (-1, 1):
         side = np.array([[s * 0.09, -0.05], [s * 0.11, 0.15], [s * 0.14, 0.36]])
@@ -195,10 +196,10 @@ def au_textures(c: Canvas, f, skin) -> None:
         o = fu[outer]
         for ang in (-0.45, 0.0, 0.45):
             d = np.array([s * np.cos(ang), np.sin(ang)])
-            _fold(c, f, np.array([o + 0.05 * d, o + 0.13 * d + (0, 0.01)]), 0.55 * au(6) * depth, width=0.011,
+            _fold(c, f, np.array([o + 0.05 * d, o + 0.13 * d + (0, 0.01)]), 0.5 * au(6) * depth, width=0.011,
                   side=(0, -0.012))  # fmt: skip
         lower = fu[[outer] + low + [39 if s < 0 else 42]]
-        bulge = 0.6 * au(6) + 0.7 * au(7)
+        bulge = 0.45 * au(6) + 0.7 * au(7)
         _fold(c, f, lower + (0, 0.06 + 0.01 * au(6)), bulge * depth * 0.8, width=0.013, side=(0, -0.025))
         c.poly(f.px(np.concatenate([lower + (0, 0.012), (lower + (0, 0.055))[::-1]])), 0.3, alpha=0.45 * bulge,
                blur=0.012 * k, mode="screen")  # fmt: skip
@@ -280,11 +281,12 @@ def brows(c: Canvas, f) -> None:
         half = 0.5 * ident.brow_thickness * profile[:, None] * np.array([0.0, 1.0])
         top, bottom = smooth_curve(centre - half, 20), smooth_curve(centre + half, 20)
         c.poly(f.px(np.concatenate([top, bottom[::-1]])), hair, alpha=0.88, blur=0.006 * k)
-        # hair texture: short strokes along the brow
-        for t in np.linspace(0.1, 0.9, 6):
-            p = centre[0] + t * (centre[-1] - centre[0])
-            c.line(f.px(np.array([p + (0, 0.3 * ident.brow_thickness), p + (0.02 * np.sign(p[0]), -0.35 * ident.brow_thickness)])),
-                   hair * 0.6, 0.008 * k, 0.5)  # fmt: skip
+        # hair texture: short slanted strokes along the brow's centre line
+        mid = smooth_curve(centre, 20)
+        side = np.sign(centre[-1, 0] - centre[0, 0])
+        for p in mid[2:-3:3]:
+            stroke = np.array([p + (0, 0.3 * ident.brow_thickness), p + (0.025 * side, -0.3 * ident.brow_thickness)])
+            c.line(f.px(stroke), hair * 0.6, 0.008 * k, 0.5)
 
 
 # ---- mouth ------------------------------------------------------------------------------------------------
