@@ -29,7 +29,7 @@ def _fold(c: Canvas, f, pts_fu, strength: float, width: float = 0.014, side=(0.0
 
 def lit_skin(f) -> np.ndarray:
     """The person's skin colour where it catches the light (highlights keep the skin's hue)."""
-    return np.clip(np.asarray(f.ident.skin, np.float32) * 1.22 + 0.03, 0, 1)
+    return np.clip(np.asarray(f.ident.skin, np.float32) * 1.25 + 0.07, 0, 1)
 
 
 # ---- outside the face -------------------------------------------------------------------------------------
