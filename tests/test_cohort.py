@@ -254,3 +254,27 @@ def test_cli_sheet(cohort_root, tmp_path):
     assert img is not None and img.shape[1] > img.shape[0] > 100
     with pytest.raises(CohortError, match="cohort.json"):
         main(["sheet", "--root", str(tmp_path), "--out", str(out)])
+
+
+def test_pose_and_framing_vary_between_frames(cohort_root):
+    """Head pose, scale and position jitter: alignment has real work to do."""
+    _, points = load_landmarks(cohort_root, "F002", "T1")
+    eyes = np.stack([points[:, 36:42].mean(1), points[:, 42:48].mean(1)], 1)  # (F, 2, 2)
+    centre = eyes.mean(1)
+    angle = np.degrees(np.arctan2(*(eyes[:, 1] - eyes[:, 0])[:, ::-1].T))
+    span = np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=1)
+    assert centre.std(0).max() > 0.5  # pixels, at 160 px
+    assert angle.std() > 0.5  # degrees of roll
+    assert span.std() / span.mean() > 0.005  # scale
+    others = [load_landmarks(cohort_root, s, "T2")[1][:, 36:48].mean(1).mean(0) for s in ("F001", "M001", "M003")]
+    assert np.ptp(np.array(others), axis=0).max() > 2  # sequences are framed differently
+
+
+def test_cli_cohort_prints_summary(tmp_path, capsys):
+    from flows.cli import main
+
+    args = ["cohort", "--out", str(tmp_path / "c"), "--subjects", "2", "--tasks", "1", "--frames", "3"]
+    assert main(args + ["--size", "64", "--workers", "1", "--seed", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "frames/s" in out and "AU12" in out
+    assert is_cohort(tmp_path / "c") and len(list((tmp_path / "c" / "M001" / "T1").glob("*.jpg"))) >= 3

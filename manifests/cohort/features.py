@@ -11,7 +11,6 @@ import numpy as np
 
 from .canvas import Canvas, dots_mask, intersect, smooth_curve
 
-DARK = (0.0, 0.0, 0.0)
 _CHIN_DOTS = np.random.default_rng(1717).uniform(-1, 1, (400, 2))  # fixed chin-wrinkle pattern (unit disc)
 _CHIN_DOTS = _CHIN_DOTS[(_CHIN_DOTS**2).sum(1) < 1][:70]
 
@@ -144,7 +143,9 @@ def skin_details(c: Canvas, f, skin, light) -> None:
     # nose: bridge sides, alar wings, nostrils, tip highlight, shadow under the nose
     for s in (-1, 1):
         side = np.array([[s * 0.09, -0.05], [s * 0.11, 0.15], [s * 0.14, 0.36]])
-        c.line(f.px(smooth_curve(side, 10)), 0.7, 0.035 * k, 0.45, blur=0.025 * k, mode="mul")
+        away = max(0.0, -s * float(np.cos(light.angle)))  # the nose side turned away from the light is darker
+        c.line(f.px(smooth_curve(side, 10)), 0.7, 0.035 * k, 0.35 + 1.5 * light.strength * away, blur=0.025 * k,
+               mode="mul")  # fmt: skip
         wing = fu[31 if s < 0 else 35]
         arc = np.array([wing + (s * 0.0, 0.02), wing + (s * 0.04, -0.04), wing + (s * 0.0, -0.1)])
         c.line(f.px(smooth_curve(arc, 10)), 0.55, 0.018 * k, 0.55, blur=0.008 * k, mode="mul")
@@ -170,7 +171,7 @@ def skin_details(c: Canvas, f, skin, light) -> None:
         c.poly(f.px(beard), 0.7, alpha=f.ident.stubble, blur=0.04 * k, mode="mul")
 
 
-def au_textures(c: Canvas, f, skin) -> None:
+def au_textures(c: Canvas, f) -> None:
     fu, k, au, depth = f.fu, f.k, f.au, f.ident.wrinkle_depth
     # AU1: horizontal furrows in the middle of the forehead, arched up in the centre
     inner_y = (fu[21, 1] + fu[22, 1]) / 2

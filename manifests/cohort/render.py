@@ -26,7 +26,7 @@ from .identity import Identity
 class Light:
     """Scene lighting of one frame."""
 
-    angle: float = 2.4  # direction the light comes from, radians in the image plane (pi = from the image left)
+    angle: float = -2.2  # direction the light comes from, radians, image plane (pi: from the left, -pi/2: above)
     strength: float = 0.18  # brightness gradient across the face
     ambient: float = 1.0  # overall brightness multiplier
     tint: tuple[float, float, float] = (1.0, 1.0, 1.0)  # colour of the light (white balance)
@@ -118,7 +118,7 @@ def render_face(
     outline = f.px(_head_outline(f))
     c.poly(outline, skin)
     ft.skin_details(c, f, skin, light)
-    ft.au_textures(c, f, skin)
+    ft.au_textures(c, f)
     _shade_head(c, f, outline, light)
     ft.eyes(c, f, gaze, light)
     ft.brows(c, f)

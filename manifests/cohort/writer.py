@@ -168,7 +168,7 @@ def write_cohort_timed(root, config: CohortConfig, progress: bool = True) -> tup
     jobs = [_Job(str(root), config, s, t) for s in range(config.subjects) for t in range(config.tasks)]
     t0, written = time.perf_counter(), 0
     bar = tqdm(total=len(jobs), desc="cohort sequences", unit="seq", disable=not progress)
-    if config.workers == 1:
+    if config.workers == 1 or mp.current_process().daemon:  # daemonic processes (e.g. pool workers) cannot fork
         results = map(_write_sequence, jobs)
         pool = None
     else:
