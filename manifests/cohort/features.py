@@ -136,10 +136,10 @@ def skin_details(c: Canvas, f, skin, light) -> None:
         if lift > 0.01:
             bulge = np.array([s * 0.42, 0.35 - 0.05 * lift])
             c.ellipse(f.px(bulge), (0.18 * k, 0.08 * k), (0.85, 0.35, 0.3), alpha=0.12 * lift, blur=0.04 * k)
-            c.ellipse(f.px(bulge), (0.15 * k, 0.085 * k), lit_skin(f), alpha=min(1.0, 0.75 * lift), blur=0.05 * k)
+            c.ellipse(f.px(bulge), (0.16 * k, 0.09 * k), lit_skin(f), alpha=min(1.0, 0.85 * lift), blur=0.05 * k)
             # the lower edge of the bunched cheek: a broad soft shadow, deeper towards the nose
-            c.ellipse(f.px(bulge + (s * -0.03, 0.11)), (0.17 * k, 0.045 * k), 0.6, angle_deg=np.degrees(f.pose.roll)
-                      + s * 12, alpha=0.75 * lift, blur=0.03 * k, mode="mul")  # fmt: skip
+            c.ellipse(f.px(bulge + (s * -0.05, 0.1)), (0.15 * k, 0.05 * k), 0.72, angle_deg=np.degrees(f.pose.roll)
+                      + s * 20, alpha=0.6 * lift, blur=0.045 * k, mode="mul")  # fmt: skip
     # nose: bridge sides, alar wings, nostrils, tip highlight, shadow under the nose
     for s in (-1, 1):
         side = np.array([[s * 0.09, -0.05], [s * 0.11, 0.15], [s * 0.14, 0.36]])
@@ -166,9 +166,12 @@ def skin_details(c: Canvas, f, skin, light) -> None:
     sulcus = np.array([fu[59], fu[58], fu[57], fu[56], fu[55]]) + (0, 0.075)
     _fold(c, f, sulcus, 0.12 + 0.6 * au(17), width=0.016, side=(0, 0.018))
     if f.ident.stubble > 0:
-        jaw = fu[2:15]
-        beard = np.concatenate([jaw, [fu[35] + (0.1, 0.08), fu[33] + (0, 0.08), fu[31] + (-0.1, 0.08)]])
-        c.poly(f.px(beard), 0.7, alpha=f.ident.stubble, blur=0.04 * k, mode="mul")
+        # beard shadow: from the sideburns down the jaw, up the cheeks diagonally to the moustache
+        jaw = fu[1:16]
+        upper = [fu[15] + (-0.06, 0.0), (fu[14] + fu[54]) / 2 + (0.05, -0.12), fu[35] + (0.06, 0.1),
+                 fu[33] + (0, 0.06), fu[31] + (-0.06, 0.1), (fu[2] + fu[48]) / 2 + (-0.05, -0.12), fu[1] + (0.06, 0.0)]
+        beard = np.concatenate([jaw, smooth_curve(np.array(upper), 24)])
+        c.poly(f.px(beard), 0.72, alpha=f.ident.stubble, blur=0.06 * k, mode="mul")
 
 
 def au_textures(c: Canvas, f) -> None:
