@@ -144,11 +144,11 @@ PRESETS: dict[str, LacganConfig] = {
     # CPU demo: 64-px faces, narrow networks; visible edits within minutes on 2 cores.
     "demo": LacganConfig(
         preset="demo",
-        net=NetConfig(size=64, enc_channels=(16, 32, 64, 64, 64), local_channels=(16, 32, 64, 64),
-                      global_channels=(16, 32, 64, 64), dz_hidden=(64, 32, 16)),
-        loss=LossConfig(id_faces=4),
+        net=NetConfig(size=64, enc_channels=(8, 16, 32, 32, 32), local_channels=(8, 16, 32, 32),
+                      global_channels=(8, 16, 32, 32), dz_hidden=(64, 32, 16)),
+        loss=LossConfig(id_faces=2),
         optim=OptimConfig(lr=5e-4),
-        train=TrainConfig(steps=1500, batch_size=16, sample_every=250, checkpoint_every=250, log_every=25),
+        train=TrainConfig(steps=600, batch_size=16, sample_every=100, checkpoint_every=100, log_every=10),
     ),
     # Tests: tiny everything.
     "smoke": LacganConfig(

@@ -21,6 +21,7 @@ EditFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (images, 
 
 EXPRESSIONS: dict[str, tuple[int, ...]] = {"happy": (2, 6, 7, 12), "angry": (4, 23)}  # Fig. 5
 HEADER = 14  # px of the caption row
+MIN_CELL = 128  # smaller faces are shown enlarged to at least this many px
 
 
 def single_au_targets(n_faces: int) -> np.ndarray:
@@ -48,7 +49,11 @@ def _edit_all(edit: EditFn, images, landmarks, targets) -> np.ndarray:
 
 
 def grid(images: np.ndarray, edited: np.ndarray, captions: list[str]) -> Image.Image:
-    """Rows of [source, edits...] under one caption row."""
+    """Rows of [source, edits...] under one caption row; faces under MIN_CELL px are enlarged (nearest)."""
+    up = max(1, -(-MIN_CELL // images.shape[1]))
+    if up > 1:
+        images = images.repeat(up, axis=1).repeat(up, axis=2)
+        edited = edited.repeat(up, axis=2).repeat(up, axis=3)
     n, k, S = edited.shape[0], edited.shape[1], images.shape[1]
     canvas = np.full((HEADER + n * S, (k + 1) * S, 3), 255, np.uint8)
     for r in range(n):

@@ -86,7 +86,7 @@ def test_cli_edit_writes_before_after_png(run, tmp_path, capsys):
     out = tmp_path / "e.png"
     rc = main(["edit", "--checkpoint", str(run / "run"), "--store", str(run / "aligned.zarr"), "--rows", "0,3",
                "--target", "AU12=1,AU6=1", "--out", str(out), "--device", "cpu"])
-    assert rc == 0 and Image.open(out).size == (2 * 64, 14 + 2 * 64)
+    assert rc == 0 and Image.open(out).size == (2 * 128, 14 + 2 * 128)  # 64-px faces shown at 128
     assert "AU6=1,AU12=1" in capsys.readouterr().out
 
 
@@ -101,3 +101,18 @@ def test_cli_train_resumes(run, tmp_path, capsys):
     assert "resuming from" in out and "step 3" in out
     assert ckpt.load_checkpoint(tmp_path / "r").step == 3
     assert torch.load(ckpt.find_checkpoint(tmp_path / "r") / ckpt.OPTIM, weights_only=True)["G"]
+
+
+def test_sample_grids_follow_the_paper_figures(run):
+    from lacgan.samples import expression_targets, fig3, fig5, single_au_targets
+
+    imgs, lm, _ = faces(2, 64)
+    ed = Editor.load(run / "run")
+    t3 = single_au_targets(2)
+    assert t3.shape == (2, 24, 12) and (t3[:, 13, 6] == 1).all() and (t3[:, 12, 6] == 0).all()
+    assert ((t3 >= 0).sum(-1) == 1).all()  # one AU per column, the rest left as the source
+    t5 = expression_targets(2)
+    assert t5[0, 0].tolist() == [0, 1, 0, 1, 1, 0, 1, 0, 0, 0, 0, 0]  # happy: AU2, 6, 7, 12
+    assert t5[0, 1].tolist() == [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0]  # angry: AU4, 23
+    assert fig3(ed.edit, imgs, lm).size == (25 * 128, 14 + 2 * 128)
+    assert fig5(ed.edit, imgs, lm).size == (3 * 128, 14 + 2 * 128)
