@@ -13,6 +13,7 @@ an interrupted scoring run resumes with the parts it has not written yet.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -107,6 +108,23 @@ def _write(df: pd.DataFrame, path: Path, meta: dict | None = None) -> Path:
     return path
 
 
+def _fingerprint(synth_out, spec: DetectorSpec) -> bytes:
+    """What a score part depends on: the synthetic run (plan, checkpoint) and the detector (weights, settings)."""
+    gen = Path(synth_out) / "generation.json"
+    cfg = Path(spec.weights) / "config.json" if spec.weights else None
+    blob = json.dumps({"generation": gen.read_text() if gen.exists() else None, "name": spec.name,
+                       "weights": cfg.read_text() if cfg is not None and cfg.exists() else spec.weights,
+                       "settings": spec.settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest().encode()
+
+
+def _part_current(path: Path, fingerprint: bytes) -> bool:
+    try:
+        return (pq.read_schema(path).metadata or {}).get(b"lacgan.fingerprint") == fingerprint
+    except (OSError, pa.ArrowInvalid):
+        return False
+
+
 def score_all(store_path, synth_out, detectors: list[DetectorSpec], out_path, test_fold: int = 3) -> Path:
     """Score real and synthetic frames with every detector into one long Parquet table at `out_path`."""
     from detectors.base import load_detector
@@ -122,14 +140,15 @@ def score_all(store_path, synth_out, detectors: list[DetectorSpec], out_path, te
     parts_dir = out_path.parent / f"{out_path.stem}.parts"
     parts, supported = [], {}
     for spec in detectors:
-        det = None
+        det, fp = None, _fingerprint(synth_out, spec)
         for set_name, frames in sources.items():
             part = parts_dir / f"{spec.name}-{set_name}.parquet"
-            if not part.exists():  # resume: parts already written are kept
+            if not _part_current(part, fp):  # resume: parts of the same synthetic run and detector are kept
                 det = det or load_detector(spec.name, spec.weights, **spec.settings)
                 log.info("scoring %d %s frames with %s", len(frames), set_name, spec.name)
-                aus = json.dumps({spec.name: [int(a) for a in det.supported_aus]}).encode()
-                _write(_long(det.score(frames), frames, set_name, spec.name), part, {b"lacgan.supported_aus": aus})
+                meta = {b"lacgan.supported_aus": json.dumps({spec.name: [int(a) for a in det.supported_aus]}).encode(),
+                        b"lacgan.fingerprint": fp}
+                _write(_long(det.score(frames), frames, set_name, spec.name), part, meta)
             table = pq.read_table(part)
             supported.update(json.loads(table.schema.metadata[b"lacgan.supported_aus"]))
             parts.append(table.to_pandas())

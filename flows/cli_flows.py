@@ -1,0 +1,178 @@
+"""`lacgan plan | generate | score | report | augment | serve`.
+
+The step commands call pipelines/ directly (no Prefect, no server); `augment` runs the umbrella Prefect flow
+in-process in Prefect's ephemeral mode; `serve` starts a local server if none is configured and serves the
+deployments (flows.deployments). Prefect is imported only by the last two, when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _rates(text: str | None) -> dict | None:
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--rates: {item!r} is not AU=RATE (e.g. AU12=0.5)") from None
+    return out
+
+
+def run_plan(args) -> int:
+    from pipelines.plan import PlanConfig, achieved_rates, build_plan, read_plan
+
+    cfg = PlanConfig(policy=args.policy, test_fold=args.test_fold, count=args.count, rates=_rates(args.rates),
+                     subjects=tuple(args.subjects.split(",")) if args.subjects else None, seed=args.seed)
+    path = build_plan(args.store, args.out, cfg)
+    df = read_plan(path)
+    print(f"plan {path}: {len(df)} synthetic frames, {df['subject'].nunique()} subjects, policy {args.policy}")
+    print(achieved_rates(df).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def run_generate(args) -> int:
+    import logging
+
+    from pipelines.generate import GenerateConfig, generate
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = GenerateConfig(frames_per_shard=args.frames_per_shard, batch_size=args.batch_size, workers=args.workers,
+                         scheduler=args.scheduler, device=args.device, editor=args.editor)
+    s = generate(args.plan, args.store, args.checkpoint, args.out, cfg)
+    print(f"{s.out}: {s.frames} frames in {s.shards} shards ({s.generated} generated now, {s.skipped} were done); "
+          f"{s.frames_per_s:.2f} frames/s")
+    return 0
+
+
+def run_score(args) -> int:
+    import logging
+
+    from pipelines.score import DetectorSpec, score_all
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    specs = [DetectorSpec.parse(d) for d in args.detector]
+    if args.openface_bin:
+        specs = [DetectorSpec(s.name, s.weights, {"binary": args.openface_bin}) if s.name == "openface" else s
+                 for s in specs]
+    print(score_all(args.store, args.synthetic, specs, args.out, args.test_fold))
+    return 0
+
+
+def run_report(args) -> int:
+    from pipelines.report import ReportConfig, write_report
+
+    cfg = ReportConfig(checkpoint=args.checkpoint, compare_paper=args.paper, identity_pairs=args.identity_pairs)
+    path = write_report(args.scores, args.synthetic, args.store, args.out, cfg)
+    print(f"report: {path}\n")
+    print((Path(path).parent / "table1.md").read_text())
+    return 0
+
+
+def prefect_env(home: Path) -> None:
+    """Defaults for running Prefect here: a PREFECT_HOME of our own, no telemetry, a patient ephemeral server."""
+    os.environ.setdefault("PREFECT_HOME", str(home.resolve()))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lacgan")  # generation throughput in the flow logs
+
+
+def run_augment(args) -> int:
+    import time
+
+    prefect_env(Path(args.out).parent / ".prefect")
+    from flows.augment import augment
+
+    t0 = time.perf_counter()
+    path = augment(out=args.out, preset=args.preset, bp4d_root=args.bp4d_root, workers=args.workers,
+                   scheduler=args.scheduler, openface_bin=args.openface_bin)
+    minutes = (time.perf_counter() - t0) / 60
+    print(f"\naugment finished in {minutes:.1f} min; report: {path}\n")
+    print((Path(path).parent / "table1.md").read_text())
+    return 0
+
+
+def run_serve(args) -> int:
+    prefect_env(Path(args.runs) / ".prefect")
+    from flows.deployments import serve
+
+    return serve(args.runs, args.host, args.port)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("plan", help="plan synthetic frames: source frame + target AUs per frame (Parquet)")
+    p.add_argument("--store", required=True, help="aligned store (STORE.zarr)")
+    p.add_argument("--out", required=True, help="PLAN.parquet to write")
+    p.add_argument("--policy", choices=("match-test", "balanced", "rates"), default="match-test")
+    p.add_argument("--test-fold", type=int, default=3, help="match-test: the fold to mirror (default 3)")
+    p.add_argument("--count", type=int, default=100, help="balanced/rates: frames per subject")
+    p.add_argument("--rates", default=None, help="AU presence rates, e.g. AU12=0.5,AU4=0.3 (balanced: default 0.5)")
+    p.add_argument("--subjects", default=None, help="balanced/rates: comma-separated subjects (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_plan)
+
+    g = subparsers.add_parser("generate", help="generate a plan's frames on Dask into a sharded Zarr store "
+                                               "(re-run to resume)")
+    g.add_argument("--plan", required=True)
+    g.add_argument("--store", required=True, help="aligned store the plan's source rows come from")
+    g.add_argument("--checkpoint", required=True, help="LAC-GAN run directory or checkpoint directory")
+    g.add_argument("--out", required=True, help="output folder (synthetic.zarr, parts/, generation.json)")
+    g.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes; 0 = no Dask")
+    g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (e.g. dask-cuda)")
+    g.add_argument("--frames-per-shard", type=int, default=64)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: CUDA when present)")
+    g.add_argument("--editor", default="lacgan.infer:Editor", help="import path of the editor class "
+                                                                   "(default: LAC-GAN's Editor)")
+    g.set_defaults(func=run_generate)
+
+    s = subparsers.add_parser("score", help="score real test frames and synthetic frames with AU detectors")
+    s.add_argument("--store", required=True)
+    s.add_argument("--synthetic", required=True, help="output folder of `lacgan generate`")
+    s.add_argument("--detector", action="append", required=True,
+                   help="NAME=WEIGHTS_DIR (jaanet, hogsvm) or openface; repeat for several")
+    s.add_argument("--out", required=True, help="SCORES.parquet")
+    s.add_argument("--test-fold", type=int, default=3)
+    s.add_argument("--openface-bin", default=None, help="OpenFace FeatureExtraction binary")
+    s.set_defaults(func=run_score)
+
+    r = subparsers.add_parser("report", help="Table 1 report (Markdown, CSV, JSON, figures) from a score table")
+    r.add_argument("--scores", required=True)
+    r.add_argument("--synthetic", required=True)
+    r.add_argument("--store", required=True)
+    r.add_argument("--out", required=True, help="report folder")
+    r.add_argument("--checkpoint", default=None, help="LAC-GAN checkpoint for the Fig. 3/5 grids")
+    r.add_argument("--paper", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the paper's Table 1 beside ours (default: when the dataset is BP4D)")
+    r.add_argument("--identity-pairs", type=int, default=64)
+    r.set_defaults(func=run_report)
+
+    a = subparsers.add_parser("augment", help="the whole job as a Prefect flow (ephemeral mode, no server needed)")
+    a.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    a.add_argument("--preset", choices=("demo", "bp4d", "smoke"), default="demo")
+    a.add_argument("--bp4d-root", default=None, help="BP4D tree (preset bp4d)")
+    a.add_argument("--workers", type=int, default=2, help="Dask workers for generation")
+    a.add_argument("--scheduler", default=None, help="existing Dask scheduler address for generation")
+    a.add_argument("--openface-bin", default=None, help="also score with OpenFace's FeatureExtraction")
+    a.set_defaults(func=run_augment)
+
+    v = subparsers.add_parser("serve", help="serve the deployments (starts a local Prefect server if none is set)")
+    v.add_argument("--runs", default="runs", help="folder the deployments write under (default runs)")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=None, help="server port (default 4200, or a free one)")
+    v.set_defaults(func=run_serve)
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    sys.exit(main())

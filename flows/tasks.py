@@ -1,0 +1,142 @@
+"""Prefect tasks: each a few lines over library functions, passing paths. Tasks whose I/O or subprocess can fail
+transiently retry; every step underneath resumes, so a retry continues instead of starting over."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+IO_RETRIES = dict(retries=2, retry_delay_seconds=2)  # file-system work: a retry resumes where it stopped
+SUBPROCESS_RETRIES = dict(retries=1, retry_delay_seconds=5)  # long subprocesses: they resume from checkpoints
+
+
+def run_cli(args: list[str]) -> None:
+    """Run `lacgan ARGS...` in a child process (an argument list, never a shell string); raise on failure."""
+    cmd = [sys.executable, "-m", "flows.cli", *args]
+    get_run_logger().info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`lacgan {' '.join(args)}` failed with exit code {proc.returncode}")
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+@task(**IO_RETRIES)
+def write_cohort(root: str, subjects: int, tasks: int, frames: int, size: int, seed: int = 0) -> str:
+    from manifests.cohort import CohortConfig, write_cohort as write
+
+    write(root, CohortConfig(subjects=subjects, tasks=tasks, frames=frames, size=size, seed=seed,
+                             workers=min(2, os.cpu_count() or 1)))
+    return root
+
+
+@task(**IO_RETRIES)
+def ingest_bp4d(root: str, manifest: str) -> str:
+    from manifests.bp4d import read_bp4d
+    from manifests.schema import write_manifest
+
+    write_manifest(read_bp4d(root), manifest, root=root)
+    return manifest
+
+
+@task(**IO_RETRIES)
+def align(manifest: str, store: str, size: int) -> str:
+    from pipelines.align import align_manifest
+
+    align_manifest(manifest, store, size=size, workers=min(2, os.cpu_count() or 1))
+    return store
+
+
+# ---- training ----------------------------------------------------------------------------------------------
+@task(**SUBPROCESS_RETRIES)
+def train_lacgan(store: str, run_dir: str, preset: str, steps: int | None = None) -> str:
+    """LAC-GAN training in a child process (resumes from the run directory's latest checkpoint)."""
+    args = ["train", "--store", store, "--out", run_dir, "--preset", preset, "--no-progress"]
+    run_cli(args + (["--steps", str(steps)] if steps else []))
+    return run_dir
+
+
+def detector_done(weights_dir: str) -> bool:
+    """A detector folder whose config.json holds the training summary (written last by its trainer)."""
+    cfg = Path(weights_dir) / "config.json"
+    try:
+        return "summary" in json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+@task(**SUBPROCESS_RETRIES)
+def train_detector(name: str, store: str, weights_dir: str, preset: str, minutes: float | None = None,
+                   epochs: int | None = None, test_fold: int = 3) -> str:
+    if detector_done(weights_dir):
+        get_run_logger().info("%s: trained weights found in %s; not retraining", name, weights_dir)
+        return weights_dir
+    args = ["detect", "train", "--detector", name, "--store", store, "--out", weights_dir, "--preset", preset,
+            "--test-fold", str(test_fold)]
+    args += ["--minutes", str(minutes)] if minutes else []
+    args += ["--epochs", str(epochs)] if epochs else []
+    run_cli(args)
+    return weights_dir
+
+
+# ---- the augment steps -------------------------------------------------------------------------------------
+@task(**IO_RETRIES)
+def make_plan(store: str, plan: str, policy: str = "match-test", test_fold: int = 3, count: int = 100,
+              seed: int = 0) -> str:
+    from pipelines.plan import PlanConfig, achieved_rates, build_plan, read_plan
+
+    build_plan(store, plan, PlanConfig(policy=policy, test_fold=test_fold, count=count, seed=seed))
+    df = read_plan(plan)
+    get_run_logger().info("plan %s: %d frames, %d subjects; target presence rates: %s", plan, len(df),
+                          df["subject"].nunique(),
+                          {f"AU{r.au}": round(r.rate, 3) for r in achieved_rates(df).itertuples()})
+    return plan
+
+
+@task  # no retries: generation resumes by itself, and a failed shard is reported with its cause
+def generate(plan: str, store: str, checkpoint: str, out: str, workers: int = 2, scheduler: str | None = None,
+             frames_per_shard: int = 64) -> str:
+    from pipelines.generate import GenerateConfig, generate as run
+
+    s = run(plan, store, checkpoint, out, GenerateConfig(frames_per_shard=frames_per_shard, workers=workers,
+                                                         scheduler=scheduler))
+    get_run_logger().info("generated %d of %d shards (%d were done) in %.1f s: %.2f frames/s; model %.1f s, "
+                          "I/O %.1f s", s.generated, s.shards, s.skipped, s.seconds, s.frames_per_s, s.model_s, s.io_s)
+    return out
+
+
+@task(**IO_RETRIES)
+def score(store: str, synth: str, detectors: dict[str, str | None], scores: str, test_fold: int = 3,
+          openface_bin: str | None = None) -> str:
+    from pipelines.score import DetectorSpec, score_all
+
+    specs = [DetectorSpec(name, weights) for name, weights in detectors.items()]
+    if openface_bin:
+        specs.append(DetectorSpec("openface", None, {"binary": openface_bin}))
+    return str(score_all(store, synth, specs, scores, test_fold))
+
+
+@task(**IO_RETRIES)
+def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None = None,
+           identity_pairs: int = 64) -> str:
+    from pipelines.report import ReportConfig, write_report
+
+    return str(write_report(scores, synth, store, out, ReportConfig(checkpoint=checkpoint,
+                                                                    identity_pairs=identity_pairs)))
+
+
+@task
+def publish_report(report_md: str) -> None:
+    """Table 1 and the beyond-the-paper checks as Prefect markdown artifacts, figures as links."""
+    folder = Path(report_md).parent
+    create_markdown_artifact(key="table1", markdown="# Table 1\n\n" + (folder / "table1.md").read_text(),
+                             description=f"Table 1 from {folder}")
+    figures = "\n".join(f"- [{p.name}]({p.resolve().as_uri()})" for p in sorted((folder / "figures").glob("*.png")))
+    create_markdown_artifact(key="augment-report", markdown=(
+        f"# Augment report\n\nFolder: `{folder.resolve()}`\n\n## Figures\n\n{figures}\n\n"
+        f"Score files (recompute every number): `{(folder / 'scores.parquet').resolve()}`"))

@@ -1,0 +1,88 @@
+"""Flows under `prefect_test_harness` (a throw-away Prefect API and database); PREFECT_HOME is a temp dir."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+import json  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from pipeline_fixtures import make_store  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_task_logic_without_the_engine(tmp_path):
+    from prefect.logging import disable_run_logger
+
+    from flows import tasks
+    from pipelines.plan import read_plan
+
+    store = make_store(tmp_path, size=32)
+    with disable_run_logger():
+        path = tasks.make_plan.fn(str(store), str(tmp_path / "plan.parquet"), "balanced", 3, 5)
+    assert len(read_plan(path)) == 6 * 5
+    assert not tasks.detector_done(str(tmp_path / "nothing"))
+    (tmp_path / "det").mkdir()
+    (tmp_path / "det" / "config.json").write_text(json.dumps({"detector": "x"}))
+    assert not tasks.detector_done(str(tmp_path / "det"))  # weights written, training summary not yet
+    (tmp_path / "det" / "config.json").write_text(json.dumps({"detector": "x", "summary": {}}))
+    assert tasks.detector_done(str(tmp_path / "det"))
+
+
+def test_augment_rejects_unknown_preset_and_missing_root(harness, tmp_path):
+    from flows.augment import augment
+
+    with pytest.raises(ValueError, match="unknown augment preset"):
+        augment(out=str(tmp_path), preset="huge")
+    with pytest.raises(ValueError, match="needs bp4d_root"):
+        augment(out=str(tmp_path), preset="bp4d")
+
+
+@pytest.mark.slow
+def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
+    """train_lacgan (smoke) -> train_detectors (hogsvm) -> plan -> generate (Dask, 1 worker) -> score -> report,
+    each as its own flow, then the published artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows import augment as fl
+
+    store = str(aligned_store)
+    ckpt = fl.train_lacgan(store, str(tmp_path / "lacgan"), preset="smoke")
+    dets = fl.train_detectors(store, str(tmp_path / "detectors"), {"hogsvm": {"preset": "cpu"}})
+    plan = fl.plan(store, str(tmp_path / "plan.parquet"))
+    synth = fl.generate(plan, store, ckpt, str(tmp_path / "synth"), workers=1, frames_per_shard=16)
+    scores = fl.score(store, synth, dets, str(tmp_path / "scores.parquet"))
+    md = fl.report(scores, synth, store, str(tmp_path / "report"), ckpt, identity_pairs=4)
+
+    t1 = json.loads((tmp_path / "report" / "table1.json").read_text())
+    assert set(t1) == {"hogsvm"} and t1["hogsvm"]["avg"]["real_f1"] is not None
+    assert json.loads((tmp_path / "report" / "edits.json").read_text())["locality"]["max_change_outside_regions"] == 0
+    for png in ("f1_gap.png", "single_au_grid.png", "combos_grid.png"):
+        assert (tmp_path / "report" / "figures" / png).stat().st_size > 1000
+    assert "Table 1" in open(md).read()
+    n_real = pd.read_parquet(scores).query("set == 'real'")["frame_id"].nunique()
+    n_syn = pd.read_parquet(scores).query("set == 'synthetic'")["frame_id"].nunique()
+    assert n_real == n_syn > 0  # match-test: one synthetic frame per labelled test frame
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["table1"])))
+
+    import asyncio
+
+    found = asyncio.run(artifacts())
+    assert found and "AU12" in found[0].data
