@@ -5,8 +5,10 @@ OpenFace's AU classifiers are, at heart, linear SVMs on HOG features of the alig
 everywhere-available detector column:
 
     features   grayscale crop resized to `size`, scikit-image HOG (`cell` px cells, 2×2-cell blocks, L2-Hys)
-    normalise  "sequence": subtract each sequence's median feature (OpenFace's dynamic models subtract a
-               per-person running median to remove identity); "none": static, frame by frame
+    normalise  "none" (default): static, frame by frame; "sequence": subtract each sequence's median feature
+               (OpenFace's dynamic models subtract a per-person median to remove identity). On the cohort's
+               development folds (train fold 1 → validate fold 2 and back; fold 3 unseen) "sequence" lost
+               ~8 F1 points: many cohort tasks hold an AU for most of the sequence, so the median is not neutral
     scaling    standardised with the training set's mean and std
     SVM        LinearSVC per AU, class_weight="balanced", unknown labels dropped per AU
     output     score = sigmoid(margin) in (0, 1) (no Platt fit), present = margin > 0
@@ -42,7 +44,7 @@ class HogSvmConfig:
     size: int = 112  # crop resized to this before HOG (OpenFace aligns faces to 112×112)
     cell: int = 8  # HOG cell size in px (OpenFace: 8)
     orientations: int = 9  # HOG orientation bins
-    normalise: str = "sequence"  # "sequence" (per-sequence median subtracted, like dynamic models) or "none"
+    normalise: str = "none"  # "none" (static, frame by frame) or "sequence" (per-sequence median subtracted)
     C: float = 0.01  # LinearSVC regularisation (small: many more features than subjects)
     max_iter: int = 5000  # LinearSVC iterations
 

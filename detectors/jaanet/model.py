@@ -79,8 +79,8 @@ def feature_stack(cin: int, unit: int, groups: int = 1) -> nn.Sequential:
 class JaaNet(nn.Module):
     def __init__(self, crop: int = 176, unit: int = 8, n_aus: int = N_AUS):
         super().__init__()
-        if crop % 16 or crop < 64:
-            raise ValueError(f"JaaNet: crop {crop} must be a multiple of 16 and ≥ 64 (8×8 patch grids at full and "
+        if crop % 16 or crop < 48:
+            raise ValueError(f"JaaNet: crop {crop} must be a multiple of 16 and ≥ 48 (8×8 patch grids at full and "
                              f"half size; three 2× pools after the region layers)")
         self.crop, self.unit, self.n_aus = crop, unit, n_aus
         self.map_size = crop // 4  # region features and refined attention maps

@@ -54,8 +54,9 @@ class JaaNetConfig:
 
 PRESETS: dict[str, JaaNetConfig] = {
     "paper": JaaNetConfig(),
-    # CPU: 72-px faces cropped to 64, half the channels, bigger batches; the schedule keeps its shape.
-    "cpu": JaaNetConfig(input_size=72, crop=64, unit=4, batch_size=16, epochs=8, lr=0.01, lr_step=3),
+    # CPU: 72-px faces cropped to 64 (same 0.88 crop ratio), a quarter of the channels, batch 16; 4 epochs with
+    # the lr step every 2 (the paper's schedule, cut short) fit ~20 minutes on 2 cores for ~2,500 frames.
+    "cpu": JaaNetConfig(input_size=72, crop=64, unit=2, batch_size=16, epochs=4, lr_step=2),
 }
 
 
