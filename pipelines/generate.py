@@ -162,6 +162,7 @@ def _client(cfg: GenerateConfig):
 
     if cfg.scheduler:
         return Client(cfg.scheduler), None
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start-up chatter; failures still show
     cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
                            dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
     return Client(cluster), cluster
