@@ -230,8 +230,8 @@ def au_textures(c: Canvas, f) -> None:
         half = np.array([0.2, 0.1])
         pts = centre + _CHIN_DOTS * half
         c.apply(dots_mask(c, f.px(pts), 0.011 * k, blur=0.006 * k), 0.6, alpha=0.75 * au(17) * depth, mode="mul")
-        c.apply(dots_mask(c, f.px(pts + (0, -0.014)), 0.009 * k, blur=0.006 * k), lit_skin(f),
-                alpha=0.6 * au(17) * depth)  # fmt: skip
+        c.apply(dots_mask(c, f.px(pts + (0, -0.014)), 0.008 * k, blur=0.007 * k), lit_skin(f),
+                alpha=0.35 * au(17) * depth)  # fmt: skip
 
 
 # ---- eyes and brows ---------------------------------------------------------------------------------------
