@@ -47,13 +47,14 @@ def au_metrics(labels: np.ndarray, present, supported_aus: tuple[int, ...] = AUS
         keep = y != -1
         if au in supported_aus:  # frames without a valid output for this AU are not scored
             keep &= ~np.isnan(pred[:, j])
-        yt, yp = y[keep].astype(int), pred[keep, j].astype(int)
+        yt = y[keep].astype(int)
         row = {"au": str(au), "n": int(keep.sum()), "positives": int(yt.sum()),
                "f1": np.nan, "acc": np.nan, "baseline_f1": np.nan, "baseline_acc": np.nan}
         if keep.any():
             row["baseline_f1"] = 100 * f1_score(yt, np.ones_like(yt), zero_division=0)
             row["baseline_acc"] = 100 * accuracy_score(yt, np.ones_like(yt))
             if au in supported_aus:
+                yp = pred[keep, j].astype(int)
                 row["f1"] = 100 * f1_score(yt, yp, zero_division=0)
                 row["acc"] = 100 * accuracy_score(yt, yp)
         rows.append(row)

@@ -1,0 +1,50 @@
+"""`lacgan detect train|score` end to end on the tiny aligned store (hogsvm: fast; openface: the test stand-in)."""
+
+from pathlib import Path
+
+import numpy as np
+
+from detectors.base import read_scores
+from detectors.frames import FrameSource
+from flows.cli import main
+
+STANDIN = Path(__file__).parent / "openface_standin" / "FeatureExtraction"
+
+
+def test_detect_train_then_score_writes_parquet_and_prints_metrics(aligned_store, tmp_path, capsys):
+    out = tmp_path / "hog"
+    assert main(["detect", "train", "--detector", "hogsvm", "--store", str(aligned_store), "--out", str(out)]) == 0
+    assert "held-out fold 3" in capsys.readouterr().out
+    scores = tmp_path / "s.parquet"
+    rc = main(["detect", "score", "--detector", "hogsvm", "--weights", str(out), "--store", str(aligned_store),
+               "--out", str(scores), "--fold", "3"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| mean |" in printed and "baseline_f1" in printed
+    df, info = read_scores(scores)
+    fs = FrameSource.from_store(aligned_store, fold=3)
+    assert info["detector"] == "hogsvm" and set(df["frame_id"]) == set(fs.frame_ids.tolist())
+
+
+def test_detect_score_openface_standin_records_grouping(aligned_store, tmp_path, capsys):
+    scores = tmp_path / "of.parquet"
+    rc = main(["detect", "score", "--detector", "openface", "--openface-bin", str(STANDIN), "--grouping", "static",
+               "--store", str(aligned_store), "--out", str(scores), "--fold", "1"])
+    assert rc == 0
+    df, info = read_scores(scores)
+    assert info["settings"]["grouping"] == "static" and info["settings"]["au_models"] == "static"
+    assert 24 not in set(df["au"]) and (df["status"] == "ok").all()
+    assert "| 24 |" in capsys.readouterr().out  # AU24 row printed with "−" for the detector
+
+
+def test_detect_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENFACE_FEATURE_EXTRACTION", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    rc = main(["detect", "score", "--detector", "openface", "--store", str(tmp_path / "none.zarr"),
+               "--out", str(tmp_path / "x.parquet")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "OPENFACE_FEATURE_EXTRACTION" in err
+    rc = main(["detect", "score", "--detector", "hogsvm", "--weights", str(tmp_path), "--store", "s.zarr",
+               "--out", str(tmp_path / "x.parquet")])
+    assert rc == 2 and "hogsvm.npz" in capsys.readouterr().err
+    assert not (tmp_path / "x.parquet").exists()
