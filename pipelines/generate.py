@@ -76,6 +76,8 @@ class GenerateSummary:
     model_s: float  # summed over tasks: time inside Editor.edit
     io_s: float  # summed over tasks: reading sources and writing shards/parts
     load_s: float  # summed over worker processes: checkpoint loading
+    write_s: float  # summed over tasks: writing shards and parts (part of io_s)
+    bytes_written: int  # image bytes written by this run
 
 
 # ---- the task: one shard ---------------------------------------------------------------------------------
@@ -128,8 +130,8 @@ def generate_shard(job: ShardJob) -> dict:
         raise GenerationError(f"{job.out}: writing shard {job.shard} failed ({e}); the shard is not counted "
                               f"done and will be redone on the next run") from e
     t_write = time.perf_counter() - t3
-    return dict(shard=job.shard, frames=len(plan), load_s=t_load, io_s=t_read + t_write, model_s=t_model,
-                bytes=int(out.nbytes), pid=os.getpid())
+    return dict(shard=job.shard, frames=len(plan), load_s=t_load, io_s=t_read + t_write, write_s=t_write,
+                model_s=t_model, bytes=int(out.nbytes), pid=os.getpid())
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
@@ -184,7 +186,8 @@ def generate(plan_path, store_path, checkpoint, out, cfg: GenerateConfig = Gener
     summary = GenerateSummary(str(out), len(plan), len(ranges), len(results), len(done), seconds,
                               frames / seconds if seconds > 0 and frames else 0.0,
                               sum(r["model_s"] for r in results), sum(r["io_s"] for r in results),
-                              sum(r["load_s"] for r in results))
+                              sum(r["load_s"] for r in results), sum(r["write_s"] for r in results),
+                              sum(r["bytes"] for r in results))
     log.info("generated %d frames in %.1f s: %.2f frames/s (model %.1f s, I/O %.1f s, loading %.1f s)",
              frames, seconds, summary.frames_per_s, summary.model_s, summary.io_s, summary.load_s)
     if failures:
