@@ -135,3 +135,14 @@ def test_real_identity_network_in_training(store, tmp_path):
     train(models, data, cfg, tmp_path / "run", id_features=feats, progress=False)
     line = json.loads((tmp_path / "run" / "stats.jsonl").read_text().splitlines()[-1])
     assert line["loss/G/id"] > 0
+
+
+def test_batches_are_a_function_of_seed_and_step(store):
+    cached = FaceData.open(store, 64, 3)
+    direct = FaceData.open(store, 64, 3, cache=False)  # reads the store per batch (large datasets)
+    assert set(cached.train_rows) & set(cached.held_rows) == set()
+    a, b = cached.batch(7, 12, seed=1, flip=0.5), direct.batch(7, 12, seed=1, flip=0.5)
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+    c = cached.batch(8, 12, seed=1, flip=0.5)
+    assert not np.array_equal(a[3], c[3])
