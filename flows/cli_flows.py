@@ -86,9 +86,20 @@ def prefect_env(home: Path) -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lacgan")  # generation throughput in the flow logs
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM ends the run like Ctrl-C, so Prefect stops its ephemeral server instead of orphaning it."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_augment(args) -> int:
     import time
 
+    _sigterm_as_interrupt()
     prefect_env(Path(args.out).parent / ".prefect")
     from flows.augment import augment
 
@@ -102,6 +113,7 @@ def run_augment(args) -> int:
 
 
 def run_serve(args) -> int:
+    _sigterm_as_interrupt()  # and the local server started for serving is stopped too
     prefect_env(Path(args.runs) / ".prefect")
     from flows.deployments import serve
 

@@ -143,7 +143,8 @@ def _prepare(plan_path, store_path, checkpoint, out, cfg: GenerateConfig):
     plan = validate_plan(read_plan(plan_path), str(plan_path), store_frames(store_path))
     if plan.empty:
         raise GenerationError(f"{plan_path}: the plan is empty; nothing to generate")
-    editor = load_editor(str(checkpoint), cfg.device, cfg.editor)
+    in_process = cfg.workers == 0 and not cfg.scheduler
+    editor = load_editor(str(checkpoint), cfg.device if in_process else "cpu", cfg.editor)  # hashes, size
     from manifests.aligned import AlignedStore
 
     size = AlignedStore.open(store_path).size

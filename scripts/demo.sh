@@ -15,4 +15,7 @@ lacgan ingest --dataset bp4d --root "$OUT/cohort" --out "$OUT/manifest.parquet"
 lacgan align --manifest "$OUT/manifest.parquet" --out "$OUT/aligned.zarr" --size 128
 lacgan regions --store "$OUT/aligned.zarr" --out "$OUT/regions.png"
 lacgan sheet --root "$OUT/cohort" --out "$OUT/cohort_sheet.png"
-echo "demo outputs in $OUT"
+# The main job: plan -> LAC-GAN -> detectors -> generation on Dask -> scoring -> Table 1 report, as one Prefect flow
+# in ephemeral mode (its own small 64-px cohort, sized for <= 30 min on 2 cores; see docs/pipeline.md).
+lacgan augment --out "$OUT/augment" --preset demo
+echo "demo outputs in $OUT; the augment report is in $OUT/augment/report"

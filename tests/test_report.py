@@ -131,3 +131,18 @@ def test_score_file_round_trip(report_dir):
     df, supported = read_scores(report_dir / "scores.parquet")
     assert set(supported) == {"hogsvm"} and set(df.columns) >= {"frame_id", "set", "detector", "au", "score",
                                                                 "present", "label"}
+
+
+def test_missing_inputs_fail_clearly(report_dir, tmp_path):
+    from pipelines.score import ScoreError
+
+    root = report_dir.parent
+    store = root / "aligned.zarr"
+    with pytest.raises(ScoreError, match="no weights for detector 'jaanet'"):
+        score_all(store, root / "synth", [DetectorSpec("jaanet", str(tmp_path / "none"))], tmp_path / "s.parquet")
+    with pytest.raises(ScoreError, match="no detectors configured"):
+        score_all(store, root / "synth", [], tmp_path / "s.parquet")
+    with pytest.raises(ValueError, match="no synthetic store here"):
+        score_all(store, tmp_path / "nosynth", [DetectorSpec("hogsvm", str(root / "hogsvm"))], tmp_path / "s.parquet")
+    with pytest.raises(ScoreError, match="no score table"):
+        rep.write_report(tmp_path / "missing.parquet", root / "synth", store, tmp_path / "r")
