@@ -112,7 +112,7 @@ def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None
 
 # ---- the umbrella flow -----------------------------------------------------------------------------------
 @flow(name="augment")
-def augment(out: str = "runs/demo", preset: str = "demo", bp4d_root: str | None = None, workers: int = 2,
+def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str | None = None, workers: int = 2,
             scheduler: str | None = None, openface_bin: str | None = None) -> str:
     """The whole job; returns the path of the report's report.md. `openface_bin`: also score with OpenFace
     2.x's FeatureExtraction at that path (the project never builds it)."""

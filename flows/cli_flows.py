@@ -169,7 +169,7 @@ def register(subparsers) -> None:
     r.set_defaults(func=run_report)
 
     a = subparsers.add_parser("augment", help="the whole job as a Prefect flow (ephemeral mode, no server needed)")
-    a.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    a.add_argument("--out", default="runs/demo/augment", help="output folder (default runs/demo/augment)")
     a.add_argument("--preset", choices=("demo", "bp4d", "smoke"), default="demo")
     a.add_argument("--bp4d-root", default=None, help="BP4D tree (preset bp4d)")
     a.add_argument("--workers", type=int, default=2, help="Dask workers for generation")

@@ -73,7 +73,7 @@ def deployments(out_root: str = "runs"):
     from flows.augment import (augment, generate, plan, report, score, train_detectors, train_lacgan)
 
     root = Path(out_root).resolve()
-    deps = [augment.to_deployment(name="demo", parameters={"out": str(root / "demo"), "preset": "demo"},
+    deps = [augment.to_deployment(name="demo", parameters={"out": str(root / "demo" / "augment"), "preset": "demo"},
                                   description="augment on the embedded cohort with the demo presets"),
             augment.to_deployment(name="bp4d", parameters={"out": str(root / "bp4d"), "preset": "bp4d"},
                                   description="augment on BP4D with the paper presets; give --param bp4d_root=...")]

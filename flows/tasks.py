@@ -101,8 +101,11 @@ def make_plan(store: str, plan: str, policy: str = "match-test", test_fold: int 
 @task  # no retries: generation resumes by itself, and a failed shard is reported with its cause
 def generate(plan: str, store: str, checkpoint: str, out: str, workers: int = 2, scheduler: str | None = None,
              frames_per_shard: int = 64) -> str:
+    import logging
+
     from pipelines.generate import GenerateConfig, generate as run
 
+    logging.getLogger("lacgan").setLevel(logging.INFO)  # per-shard frames/s reach the flow log (extra logger)
     s = run(plan, store, checkpoint, out, GenerateConfig(frames_per_shard=frames_per_shard, workers=workers,
                                                          scheduler=scheduler))
     get_run_logger().info("generated %d of %d shards (%d were done) in %.1f s: %.2f frames/s; model %.1f s, "
