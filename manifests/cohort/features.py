@@ -12,7 +12,7 @@ import numpy as np
 from .canvas import Canvas, dots_mask, intersect, smooth_curve
 
 _CHIN_DOTS = np.random.default_rng(1717).uniform(-1, 1, (400, 2))  # fixed chin-wrinkle pattern (unit disc)
-_CHIN_DOTS = _CHIN_DOTS[(_CHIN_DOTS**2).sum(1) < 1][:70]
+_CHIN_DOTS = _CHIN_DOTS[(_CHIN_DOTS**2).sum(1) < 1][:110]
 
 
 def _fold(c: Canvas, f, pts_fu, strength: float, width: float = 0.014, side=(0.0, -0.018), soft: float = 0.01):
@@ -37,7 +37,11 @@ def clothes_and_neck(c: Canvas, f, skin) -> None:
     w = (jaw[16, 0] - jaw[0, 0]) / 2
     neck = np.array([[-0.55 * w, 0.9], [-0.6 * w, 2.6], [0.6 * w, 2.6], [0.55 * w, 0.9]])
     c.poly(f.px(neck), skin * 0.86)
-    c.poly(f.px(smooth_curve(jaw[3:14], 24) + (0, 0.12)), 0.55, alpha=0.8, blur=0.08 * f.k, mode="mul")
+    for side in (-1, 1):  # the neck rounds away at its sides
+        c.line(f.px(np.array([[side * 0.5 * w, 1.0], [side * 0.58 * w, 2.4]])), 0.7, 0.1 * f.k, 0.6, blur=0.05 * f.k,
+               mode="mul")  # fmt: skip
+    rest = f.neutral[3:14]  # the shadow under the jaw, from the resting jaw (it barely moves)
+    c.poly(f.px(smooth_curve(rest, 24) + (0, 0.12)), 0.55, alpha=0.8, blur=0.08 * f.k, mode="mul")
     shirt = np.array([[-3.0, 2.0], [-0.75 * w, 1.75], [0, 2.15], [0.75 * w, 1.75], [3.0, 2.0], [3.0, 5.0], [-3.0, 5.0]])
     col = np.asarray(f.ident.shirt, np.float32)
     c.poly(f.px(shirt), col)
@@ -77,9 +81,10 @@ def hair_back(c: Canvas, f) -> None:
     rx = _head_rx(f)
     if style in ("long", "bob"):
         bottom = 2.1 if style == "long" else 1.05
-        shape = np.array([[-rx - 0.2, -0.6], [-rx - 0.32, bottom * 0.6], [-rx - 0.25, bottom], [rx + 0.25, bottom],
-                          [rx + 0.32, bottom * 0.6], [rx + 0.2, -0.6]])  # fmt: skip
-        c.poly(f.px(smooth_curve(shape, 30)), hair * 0.72)
+        shape = np.array([[0.0, -1.3], [-rx * 0.9, -1.0], [-rx - 0.18, -0.45], [-rx - 0.3, bottom * 0.6],
+                          [-rx - 0.25, bottom], [rx + 0.25, bottom], [rx + 0.3, bottom * 0.6], [rx + 0.18, -0.45],
+                          [rx * 0.9, -1.0]])  # fmt: skip
+        c.poly(f.px(smooth_curve(shape, 40, closed=True)), hair * 0.72)
     if style == "bun":
         c.ellipse(f.px([0.0, -1.45]), (0.42 * f.k, 0.3 * f.k), hair * 0.9)
 
@@ -134,9 +139,9 @@ def skin_details(c: Canvas, f, skin, light) -> None:
         c.ellipse(f.px([s * 0.62, 0.3]), (0.16 * k, 0.07 * k), (0.3, 0.26, 0.22), alpha=0.3, blur=0.05 * k,
                   mode="screen")  # fmt: skip
         if lift > 0.01:
-            bulge = np.array([s * 0.42, 0.35 - 0.05 * lift])
+            bulge = np.array([s * 0.42, 0.4 - 0.05 * lift])
             c.ellipse(f.px(bulge), (0.18 * k, 0.08 * k), (0.85, 0.35, 0.3), alpha=0.12 * lift, blur=0.04 * k)
-            c.ellipse(f.px(bulge), (0.16 * k, 0.09 * k), lit_skin(f), alpha=min(1.0, 0.85 * lift), blur=0.05 * k)
+            c.ellipse(f.px(bulge), (0.16 * k, 0.09 * k), lit_skin(f), alpha=min(1.0, lift), blur=0.05 * k)
             # the lower edge of the bunched cheek: a broad soft shadow, deeper towards the nose
             c.ellipse(f.px(bulge + (s * -0.05, 0.1)), (0.15 * k, 0.05 * k), 0.72, angle_deg=np.degrees(f.pose.roll)
                       + s * 20, alpha=0.6 * lift, blur=0.045 * k, mode="mul")  # fmt: skip
@@ -200,7 +205,7 @@ def au_textures(c: Canvas, f) -> None:
         o = fu[outer]
         for ang in (-0.45, 0.0, 0.45):
             d = np.array([s * np.cos(ang), np.sin(ang)])
-            _fold(c, f, np.array([o + 0.05 * d, o + 0.13 * d + (0, 0.01)]), 0.5 * au(6) * depth, width=0.011,
+            _fold(c, f, np.array([o + 0.05 * d, o + 0.13 * d + (0, 0.01)]), 0.35 * au(6) * depth, width=0.011,
                   side=(0, -0.012))  # fmt: skip
         lower = fu[[outer] + low + [39 if s < 0 else 42]]
         bulge = 0.45 * au(6) + 0.7 * au(7)
@@ -218,7 +223,7 @@ def au_textures(c: Canvas, f) -> None:
     for s, corner in ((-1, 48), (1, 54)):
         p = fu[corner]
         dimple = p + (s * 0.065, 0.01)
-        c.ellipse(f.px(dimple), (0.028 * k, 0.06 * k), 0.35, angle_deg=np.degrees(f.pose.roll) - s * 10,
+        c.ellipse(f.px(dimple), (0.03 * k, 0.062 * k), 0.25, angle_deg=np.degrees(f.pose.roll) - s * 10,
                   alpha=au(14), blur=0.01 * k, mode="mul")  # fmt: skip
         c.ellipse(f.px(dimple + (s * 0.04, 0)), (0.03 * k, 0.07 * k), lit_skin(f), alpha=0.35 * au(14),
                   blur=0.015 * k)  # fmt: skip
@@ -226,10 +231,10 @@ def au_textures(c: Canvas, f) -> None:
               0.85 * au(15) * depth, width=0.015, side=(s * 0.02, 0))  # fmt: skip
     # AU17: chin boss pushed up and wrinkled (a dimpled, "orange peel" texture)
     if au(17) > 0.01:
-        centre = (fu[57] + fu[8]) / 2 + (0, 0.03)
+        centre = fu[57] + 0.45 * (fu[8] - fu[57]) + (0, 0.02)
         half = np.array([0.2, 0.1])
         pts = centre + _CHIN_DOTS * half
-        c.apply(dots_mask(c, f.px(pts), 0.011 * k, blur=0.006 * k), 0.6, alpha=0.75 * au(17) * depth, mode="mul")
+        c.apply(dots_mask(c, f.px(pts), 0.008 * k, blur=0.005 * k), 0.55, alpha=0.8 * au(17) * depth, mode="mul")
         c.apply(dots_mask(c, f.px(pts + (0, -0.014)), 0.008 * k, blur=0.007 * k), lit_skin(f),
                 alpha=0.35 * au(17) * depth)  # fmt: skip
 
@@ -318,7 +323,7 @@ def mouth(c: Canvas, f, skin) -> None:
     c.line(f.px(upper_in), (0.25, 0.08, 0.07), (0.014 + 0.006 * au(23) + 0.003 * au(24)) * k, 0.85, blur=0.003 * k)
     for corner in (48, 54):  # corner shadow, a deeper pocket when AU14 tucks the corners in
         size = (0.02 + 0.012 * au(14), 0.012 + 0.01 * au(14))
-        c.ellipse(f.px(fu[corner]), (size[0] * k, size[1] * k), 0.4, alpha=0.5 + 0.4 * au(14), blur=0.006 * k,
+        c.ellipse(f.px(fu[corner]), (size[0] * k, size[1] * k), 0.4, alpha=0.5 + 0.5 * au(14), blur=0.006 * k,
                   mode="mul")  # fmt: skip
     # AU23: tightened lips, red margins narrowed and rolled, fine vertical lines on the lips
     if au(23) > 0.01:

@@ -31,6 +31,7 @@ class Identity:
     jaw_width: float  # width of the lower jaw relative to the cheekbones
     chin_width: float  # width of the chin
     eye_spacing: float  # multiplier on the distance between the eyes
+    eye_tilt: float  # how much higher the outer eye corners sit than the inner ones (face units)
     eye_size: float  # multiplier on eye width and height
     eye_open: float  # multiplier on the eye aperture
     brow_height: float  # offset of the brows above the eyes (face units)
@@ -76,19 +77,20 @@ def sample_identity(rng: np.random.Generator, female: bool) -> Identity:
     styles = ("long", "bob", "bun", "short") if female else ("short", "buzz", "short", "bob")
     return Identity(
         female=female,
-        face_width=u(0.92, 1.02) if female else u(0.98, 1.08),
+        face_width=u(0.88, 1.04) if female else u(0.95, 1.1),
         face_length=u(0.92, 1.05) if female else u(1.0, 1.12),
         jaw_width=u(0.82, 0.95) if female else u(0.92, 1.05),
         chin_width=u(0.8, 1.0) if female else u(0.95, 1.2),
-        eye_spacing=u(0.94, 1.06),
-        eye_size=u(0.95, 1.1) if female else u(0.88, 1.02),
-        eye_open=u(0.85, 1.15),
+        eye_spacing=u(0.92, 1.08),
+        eye_tilt=u(-0.015, 0.03),
+        eye_size=u(0.92, 1.12) if female else u(0.85, 1.04),
+        eye_open=u(0.8, 1.2),
         brow_height=u(0.20, 0.26) if female else u(0.16, 0.22),
         brow_thickness=u(0.045, 0.06) if female else u(0.06, 0.085),
         brow_arch=u(0.03, 0.07) if female else u(0.0, 0.04),
-        nose_length=u(0.92, 1.08),
-        nose_width=u(0.88, 1.05) if female else u(0.95, 1.15),
-        mouth_width=u(0.9, 1.08),
+        nose_length=u(0.88, 1.12),
+        nose_width=u(0.85, 1.08) if female else u(0.95, 1.2),
+        mouth_width=u(0.86, 1.1),
         upper_lip=u(0.9, 1.2) if female else u(0.75, 1.0),
         lower_lip=u(0.95, 1.25) if female else u(0.8, 1.1),
         mouth_y=u(-0.03, 0.03),
