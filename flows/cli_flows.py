@@ -13,6 +13,28 @@ import sys
 from pathlib import Path
 
 
+def _clear_errors(func):
+    """Known bad-input errors (bad plan, missing checkpoint or weights, incomplete store) print one line, exit 2."""
+    import functools
+
+    @functools.wraps(func)
+    def run(args) -> int:
+        from manifests.aligned import StoreError
+        from manifests.schema import ManifestError
+        from pipelines.generate import GenerationError
+        from pipelines.plan import PlanError
+        from pipelines.score import ScoreError
+        from pipelines.synth_store import SynthStoreError
+
+        try:
+            return func(args)
+        except (PlanError, GenerationError, SynthStoreError, ScoreError, StoreError, ManifestError) as e:
+            print(f"lacgan {args.command}: error: {e}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def _rates(text: str | None) -> dict | None:
     if not text:
         return None
@@ -26,6 +48,7 @@ def _rates(text: str | None) -> dict | None:
     return out
 
 
+@_clear_errors
 def run_plan(args) -> int:
     from pipelines.plan import PlanConfig, achieved_rates, build_plan, read_plan
 
@@ -38,6 +61,7 @@ def run_plan(args) -> int:
     return 0
 
 
+@_clear_errors
 def run_generate(args) -> int:
     import logging
 
@@ -52,6 +76,7 @@ def run_generate(args) -> int:
     return 0
 
 
+@_clear_errors
 def run_score(args) -> int:
     import logging
 
@@ -66,6 +91,7 @@ def run_score(args) -> int:
     return 0
 
 
+@_clear_errors
 def run_report(args) -> int:
     from pipelines.report import ReportConfig, write_report
 
