@@ -133,12 +133,13 @@ def test_train_resume_and_score_smoke(aligned_store, tmp_path):
 
     torch.set_num_threads(1)
     out = tmp_path / "jaanet"
-    summary = train_detector("jaanet", aligned_store, out, preset="cpu", test_fold=3, epochs=1, batch_size=8,
-                             unit=2)
+    small = dict(epochs=1, batch_size=8, input_size=56, crop=48, unit=2)
+    summary = train_detector("jaanet", aligned_store, out, preset="cpu", test_fold=3, **small)
     assert summary["epochs_completed"] == 1 and (out / "jaanet.safetensors").exists()
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and "model" in state
     assert "metrics" in summary["held_out"] or "note" in summary["held_out"]
-    again = train_detector("jaanet", aligned_store, out, preset="cpu", test_fold=3, epochs=1, batch_size=8,
-                           unit=2)  # resumes: nothing left to do
+    again = train_detector("jaanet", aligned_store, out, preset="cpu", test_fold=3, **small)  # resumes: no work
     assert again["epochs_completed"] == 1
     det = load_detector("jaanet", out)
     fs = FrameSource.from_store(aligned_store)
