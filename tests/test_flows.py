@@ -42,13 +42,13 @@ def test_task_logic_without_the_engine(tmp_path):
     assert tasks.detector_done(str(tmp_path / "det"))
 
 
-def test_augment_rejects_unknown_preset_and_missing_root(harness, tmp_path):
+def test_augment_rejects_unknown_preset_and_missing_root(tmp_path):
     from flows.augment import augment
 
     with pytest.raises(ValueError, match="unknown augment preset"):
-        augment(out=str(tmp_path), preset="huge")
+        augment.fn(out=str(tmp_path), preset="huge")  # .fn: the flow's body without the engine
     with pytest.raises(ValueError, match="needs bp4d_root"):
-        augment(out=str(tmp_path), preset="bp4d")
+        augment.fn(out=str(tmp_path), preset="bp4d")
 
 
 @pytest.mark.slow
