@@ -208,7 +208,7 @@ def au_textures(c: Canvas, f) -> None:
             _fold(c, f, np.array([o + 0.05 * d, o + 0.13 * d + (0, 0.01)]), 0.35 * au(6) * depth, width=0.011,
                   side=(0, -0.012))  # fmt: skip
         lower = fu[[outer] + low + [39 if s < 0 else 42]]
-        bulge = 0.45 * au(6) + 0.7 * au(7)
+        bulge = 0.45 * au(6) + 0.9 * au(7)
         _fold(c, f, lower + (0, 0.06 + 0.01 * au(6)), bulge * depth * 0.8, width=0.013, side=(0, -0.025))
         c.poly(f.px(np.concatenate([lower + (0, 0.012), (lower + (0, 0.055))[::-1]])), 0.3, alpha=0.45 * bulge,
                blur=0.012 * k, mode="screen")  # fmt: skip
@@ -272,7 +272,8 @@ def eyes(c: Canvas, f, gaze, light) -> None:
             flick = e[outer] + (0.04 * (1 if outer == 3 else -1), -0.02)
             lash = np.concatenate([[flick], upper]) if outer == 0 else np.concatenate([upper, [flick]])
         c.line(f.px(lash), (0.1, 0.07, 0.06), (0.026 if ident.female else 0.02) * k, 0.92, blur=0.003 * k)
-        c.line(f.px(lower), (0.35, 0.25, 0.22), 0.012 * k, 0.55, blur=0.004 * k)
+        tight = f.au(7)  # a tightened lower lid shows as a firmer, darker lid margin
+        c.line(f.px(lower), (0.35, 0.25, 0.22), (0.012 + 0.012 * tight) * k, 0.55 + 0.35 * tight, blur=0.004 * k)
         c.line(f.px(lower + (0, 0.012)), 0.3, 0.01 * k, 0.5, blur=0.004 * k, mode="screen")
 
 
@@ -330,8 +331,10 @@ def mouth(c: Canvas, f, skin) -> None:
         for x in (-0.14, -0.07, 0.0, 0.07, 0.14):
             top, bot = np.interp(x, fu[[48, 51, 54], 0], fu[[48, 51, 54], 1]), fu[66, 1] + 0.03
             c.line(f.px(np.array([[x, top + 0.01], [x, bot]])), 0.6, 0.008 * k, 0.7 * au(23), blur=0.003 * k, mode="mul")
-        c.line(f.px(upper_out), 0.55, 0.014 * k, 0.7 * au(23), blur=0.004 * k, mode="mul")
-        c.line(f.px(lower_out), 0.55, 0.014 * k, 0.7 * au(23), blur=0.004 * k, mode="mul")
+        c.line(f.px(upper_out), 0.5, 0.02 * k, 0.8 * au(23), blur=0.005 * k, mode="mul")  # rolled, tense margins
+        c.line(f.px(lower_out), 0.5, 0.02 * k, 0.8 * au(23), blur=0.005 * k, mode="mul")
+        tense = np.concatenate([upper_out, lower_out[1:-1]])
+        c.poly(f.px(tense), 0.78, alpha=au(23), blur=0.004 * k, mode="mul")  # the narrowed red looks darker
     # AU24: skin bulges above and below the pressed lips
     if au(24) > 0.01:
         _fold(c, f, upper_out[4:-4] + (0, -0.045), 0.75 * au(24), width=0.016, side=(0, 0.02))
