@@ -18,7 +18,7 @@ from manifests.aus import AUS, N_AUS
 
 from . import features as ft
 from .canvas import Canvas, smooth_curve
-from .geometry import Pose, expression_shape, identity_shape, project
+from .geometry import Pose, Projector, expression_shape, identity_shape
 from .identity import Identity
 
 
@@ -41,9 +41,7 @@ class Face:
         self.neutral = identity_shape(ident)
         self.fu = expression_shape(self.neutral, aus)  # (68, 2) face units
         self.k = pose.scale * size  # pixels per face unit
-
-    def px(self, pts) -> np.ndarray:
-        return project(np.asarray(pts, dtype=np.float64), self.pose, self.size)
+        self.px = Projector(pose, size)  # face units -> pixels, for features and landmarks alike
 
     def lm(self, idx) -> np.ndarray:
         return self.fu[idx]
