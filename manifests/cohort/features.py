@@ -222,11 +222,11 @@ def au_textures(c: Canvas, f) -> None:
     # AU14 dimples and tightened corners; AU15 folds below the corners
     for s, corner in ((-1, 48), (1, 54)):
         p = fu[corner]
-        dimple = p + (s * 0.065, 0.01)
-        c.ellipse(f.px(dimple), (0.03 * k, 0.062 * k), 0.25, angle_deg=np.degrees(f.pose.roll) - s * 10,
-                  alpha=au(14), blur=0.01 * k, mode="mul")  # fmt: skip
-        c.ellipse(f.px(dimple + (s * 0.04, 0)), (0.03 * k, 0.07 * k), lit_skin(f), alpha=0.35 * au(14),
-                  blur=0.015 * k)  # fmt: skip
+        dimple = p + (s * 0.075, 0.012)  # a soft crescent pit lateral to the tightened corner
+        c.ellipse(f.px(dimple), (0.032 * k, 0.07 * k), 0.36, angle_deg=np.degrees(f.pose.roll) - s * 10,
+                  alpha=au(14), blur=0.02 * k, mode="mul")  # fmt: skip
+        c.ellipse(f.px(dimple + (s * 0.05, 0)), (0.03 * k, 0.07 * k), lit_skin(f), alpha=0.7 * au(14),
+                  blur=0.02 * k)  # fmt: skip
         _fold(c, f, np.array([p + (s * 0.02, 0.03), p + (s * 0.05, 0.09), p + (s * 0.07, 0.16)]),
               0.85 * au(15) * depth, width=0.015, side=(s * 0.02, 0))  # fmt: skip
     # AU17: chin boss pushed up and wrinkled (a dimpled, "orange peel" texture)
@@ -323,8 +323,8 @@ def mouth(c: Canvas, f, skin) -> None:
     c.line(f.px(upper_out + (0, -0.01)), 0.3, 0.012 * k, 0.45, blur=0.006 * k, mode="screen")
     c.line(f.px(upper_in), (0.25, 0.08, 0.07), (0.014 + 0.006 * au(23) + 0.003 * au(24)) * k, 0.85, blur=0.003 * k)
     for corner in (48, 54):  # corner shadow, a deeper pocket when AU14 tucks the corners in
-        size = (0.02 + 0.012 * au(14), 0.012 + 0.01 * au(14))
-        c.ellipse(f.px(fu[corner]), (size[0] * k, size[1] * k), 0.4, alpha=0.5 + 0.5 * au(14), blur=0.006 * k,
+        size = (0.02 + 0.008 * au(14), 0.012 + 0.005 * au(14))
+        c.ellipse(f.px(fu[corner]), (size[0] * k, size[1] * k), 0.4, alpha=0.5 + 0.25 * au(14), blur=0.006 * k,
                   mode="mul")  # fmt: skip
     # AU23: tightened lips, red margins narrowed and rolled, fine vertical lines on the lips
     if au(23) > 0.01:
