@@ -117,6 +117,7 @@ def main() -> int:
     ap.add_argument("--store", help="aligned store to take faces from (when its size matches a preset)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--only", help="comma-separated KIND:PRESET:MODE jobs, e.g. train:paper:no-id")
     ap.add_argument("--one", nargs=3, metavar=("KIND", "PRESET", "MODE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -124,6 +125,8 @@ def main() -> int:
         return 0
     jobs = [("gen", p, m) for p in ("demo", "paper") for m in ("batched", "loop")]
     jobs += [("train", p, "no-id") for p in ("smoke", "demo", "paper")] + [("train", "demo", "id")]
+    if a.only:
+        jobs = [tuple(j.split(":")) for j in a.only.split(",")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     print(f"LAC-GAN bench, device {a.device}, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}, "
           f"load average {os.getloadavg()[0]:.1f}\n")

@@ -144,7 +144,7 @@ PRESETS: dict[str, LacganConfig] = {
     # CPU demo: 64-px faces, narrow networks; visible edits within minutes on 2 cores.
     "demo": LacganConfig(
         preset="demo",
-        net=NetConfig(size=64, enc_channels=(8, 16, 32, 32, 32), local_channels=(8, 16, 32, 32),
+        net=NetConfig(size=64, enc_channels=(8, 16, 32, 64, 128), local_channels=(8, 16, 32, 64),
                       global_channels=(8, 16, 32, 32), dz_hidden=(64, 32, 16)),
         loss=LossConfig(id_faces=2),
         optim=OptimConfig(lr=5e-4),
