@@ -9,7 +9,7 @@ Layout (N = rows of the frame manifest, S = crop size, C = rows per chunk):
       labels     (N, 12)      int8     copy of the manifest's AU labels in AUS order (1, 0, -1)
       fold       (N,)         int8     copy of the manifest's fold
       status     (N,)         int8     PENDING, OK or FAILED, chunk (C,)
-      failures/chunk-XXXXXX.json       {"row_id": reason} for FAILED rows of that chunk
+      failures/chunk-XXXXXX.json       {"row_id": reason} for FAILED rows of that chunk (an empty subgroup)
       attrs: size, chunk, manifest (absolute path), root, landmark_source, created_by
 
 A chunk of rows is the unit of work and of resumption: its images and landmarks are written first, then its
@@ -55,7 +55,7 @@ class AlignedStore:
         g.create_array("fold", shape=(n,), chunks=(max(n, 1),), dtype="int8", fill_value=0)
         g.create_array("status", shape=(n,), chunks=(chunk,), dtype="int8", fill_value=PENDING)
         g.attrs.update({"size": size, "chunk": chunk, **(attrs or {})})
-        (path / "failures").mkdir(exist_ok=True)
+        g.create_group("failures")  # a Zarr group, so Zarr does not warn about an unknown folder
         return cls(path, g)
 
     @classmethod

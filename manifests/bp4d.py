@@ -32,6 +32,8 @@ from manifests.schema import FRAME_SCHEMA, STATUS_OK, validate_frames
 log = logging.getLogger(__name__)
 
 AU_OCC = Path("AUCoding") / "AU_OCC"
+# Folders that belong to the dataset's own layout (the embedded cohort keeps its exact landmarks in Landmarks68).
+LAYOUT_FOLDERS = {"AUCoding", "Landmarks68"}
 SUBJECT_RE = re.compile(r"^[FM]\d{3}$")
 TASK_RE = re.compile(r"^T\d+$")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -93,7 +95,7 @@ def _sequence_id(path: Path) -> tuple[str, str]:
 
 
 def _warn_non_subjects(root: Path, subjects: set[str]) -> None:
-    dirs = [p.name for p in sorted(root.iterdir()) if p.is_dir() and p.name != "AUCoding"]
+    dirs = [p.name for p in sorted(root.iterdir()) if p.is_dir() and p.name not in LAYOUT_FOLDERS]
     skipped = [d for d in dirs if not SUBJECT_RE.match(d)]
     unlabelled = [d for d in dirs if SUBJECT_RE.match(d) and d not in subjects]
     if skipped:
