@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         for r in rows:
             print(f"| {'in-process' if r[0] == 0 else r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} | "
                   f"{r[5]:.0f} | {r[6]:.0f} | {r[7]:.0f} | {r[8]:.0f} |")
-        print("\nwrite MB/s: image bytes per second of shard+part writing inside the tasks (uncompressed shards);"
+        print("\nwrite MB/s: image bytes per second of the Zarr shard writes inside the tasks (uncompressed shards);"
               "\nmodel/I/O/load %: shares of summed task time (Editor.edit / reads+writes / checkpoint loading).")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -76,7 +76,7 @@ class GenerateSummary:
     model_s: float  # summed over tasks: time inside Editor.edit
     io_s: float  # summed over tasks: reading sources and writing shards/parts
     load_s: float  # summed over worker processes: checkpoint loading
-    write_s: float  # summed over tasks: writing shards and parts (part of io_s)
+    write_s: float  # summed over tasks: writing the shards' images (part of io_s; the parts are not counted)
     bytes_written: int  # image bytes written by this run
 
 
@@ -123,6 +123,7 @@ def generate_shard(job: ShardJob) -> dict:
     try:
         arr = zarr.open_group(str(Path(job.out) / ss.STORE_NAME), mode="r+", zarr_format=3)["images"]
         arr[job.start:job.stop] = out  # exactly one shard: one atomic shard-file write
+        t_images = time.perf_counter() - t3
         part = plan.assign(shard=job.shard, checkpoint_sha256=editor.checkpoint_sha256,
                            config_hash=editor.config_hash, package_version=ss.package_version())
         ss.write_part(job.out, job.shard, part)
@@ -130,7 +131,7 @@ def generate_shard(job: ShardJob) -> dict:
         raise GenerationError(f"{job.out}: writing shard {job.shard} failed ({e}); the shard is not counted "
                               f"done and will be redone on the next run") from e
     t_write = time.perf_counter() - t3
-    return dict(shard=job.shard, frames=len(plan), load_s=t_load, io_s=t_read + t_write, write_s=t_write,
+    return dict(shard=job.shard, frames=len(plan), load_s=t_load, io_s=t_read + t_write, write_s=t_images,
                 model_s=t_model, bytes=int(out.nbytes), pid=os.getpid())
 
 
