@@ -146,3 +146,19 @@ def test_batches_are_a_function_of_seed_and_step(store):
         assert np.array_equal(x, y)
     c = cached.batch(8, 12, seed=1, flip=0.5)
     assert not np.array_equal(a[3], c[3])
+
+
+def test_smoke_training_on_the_embedded_cohort(aligned_store, tmp_path):
+    """The real path: cohort writer -> aligner -> LAC-GAN training -> Editor, at 64 px."""
+    from lacgan.infer import Editor
+    from manifests.aligned import AlignedStore
+
+    cfg = preset("smoke").replace(train={"steps": 3, "checkpoint_every": 3, "sample_every": 3})
+    data = FaceData.open(aligned_store, cfg.net.size, cfg.train.test_fold)
+    cfg = resolve_window(cfg, data)
+    res = train(build_models(cfg.net), data, cfg, tmp_path / "run", progress=False)
+    assert res.step == 3 and all(np.isfinite(list(h.values())).all() for h in res.history)
+    store = AlignedStore.open(aligned_store)
+    imgs, lm, labels = store.read(store.ok_rows()[:3])
+    out = Editor.load(tmp_path / "run").edit(imgs, lm, np.where(labels < 0, 0, 1 - labels).astype(np.int8))
+    assert out.shape == imgs.shape and not np.array_equal(out, imgs)
