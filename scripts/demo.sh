@@ -10,12 +10,12 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}
 OUT=${1:-runs/demo}
 mkdir -p "$OUT"
-lacgan cohort --out "$OUT/cohort" --subjects 12 --tasks 8 --frames 40 --size 256 --seed 0
-lacgan ingest --dataset bp4d --root "$OUT/cohort" --out "$OUT/manifest.parquet"
-lacgan align --manifest "$OUT/manifest.parquet" --out "$OUT/aligned.zarr" --size 128
-lacgan regions --store "$OUT/aligned.zarr" --out "$OUT/regions.png"
-lacgan sheet --root "$OUT/cohort" --out "$OUT/cohort_sheet.png"
-# The main job: plan -> LAC-GAN -> detectors -> generation on Dask -> scoring -> Table 1 report, as one Prefect flow
-# in ephemeral mode (its own small 64-px cohort, sized for <= 30 min on 2 cores; see docs/pipeline.md).
+# The main job as one Prefect flow in ephemeral mode (no server needed): embedded cohort (12 subjects, BP4D
+# layout) -> ingest -> align -> LAC-GAN demo training -> JAA-Net + HOG+SVM training -> match-test plan ->
+# generation on Dask into sharded Zarr -> scoring -> Table 1 report. Sized for <= 30 min on 2 CPU cores;
+# re-running resumes (see docs/pipeline.md). Ends by printing the report's path and Table 1.
 lacgan augment --out "$OUT/augment" --preset demo
-echo "demo outputs in $OUT; the augment report is in $OUT/augment/report"
+# Pictures of the data the job ran on: cohort faces with each AU off/on, and the 12 AU regions.
+lacgan sheet --root "$OUT/augment/cohort" --out "$OUT/cohort_sheet.png"
+lacgan regions --store "$OUT/augment/aligned.zarr" --out "$OUT/regions.png"
+echo "demo outputs in $OUT: report in $OUT/augment/report, pictures $OUT/cohort_sheet.png $OUT/regions.png"
