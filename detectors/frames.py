@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -130,12 +129,5 @@ class FrameSource:
 
 def store_sequences(store) -> np.ndarray:
     """(N,) "subject/task" keys for every row of an aligned store, read from its manifest (attr `manifest`)."""
-    from manifests.schema import read_manifest
-
-    manifest = store.group.attrs.get("manifest")
-    if not manifest or not Path(manifest).exists():
-        raise FrameError(f"{store.path}: store attr 'manifest' ({manifest!r}) does not name a readable manifest")
-    df = read_manifest(manifest)
-    if len(df) != len(store):
-        raise FrameError(f"{store.path}: manifest {manifest} has {len(df)} rows, store has {len(store)}")
+    df = store.manifest()
     return (df["subject"].astype(str) + "/" + df["task"].astype(str)).to_numpy(dtype=object)

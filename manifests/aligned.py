@@ -130,6 +130,18 @@ class AlignedStore:
         self.group["status"][start:start + n] = st
 
     # ---- reading -------------------------------------------------------------------------------------
+    def manifest(self):
+        """The frame manifest this store was aligned from (attr `manifest`), checked to match the store row for row."""
+        from manifests.schema import read_manifest
+
+        manifest = self.group.attrs.get("manifest")
+        if not manifest or not Path(manifest).exists():
+            raise StoreError(f"{self.path}: store attr 'manifest' ({manifest!r}) does not name a readable manifest")
+        df = read_manifest(manifest)
+        if len(df) != len(self):
+            raise StoreError(f"{self.path}: manifest {manifest} has {len(df)} rows, the store has {len(self)}")
+        return df
+
     def labels(self) -> np.ndarray:
         return self.group["labels"][:]
 

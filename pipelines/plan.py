@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 
 from manifests.aligned import OK, AlignedStore
 from manifests.aus import AU_COLUMNS, AUS, N_AUS
-from manifests.schema import read_manifest
 
 POLICIES = ("match-test", "balanced", "rates")
 
@@ -66,12 +65,7 @@ class PlanConfig:
 def store_frames(store_path) -> pd.DataFrame:
     """The store's manifest rows (row_id, subject, task, frame, labels, fold) with `ok` = aligned successfully."""
     store = AlignedStore.open(store_path)
-    manifest = store.group.attrs.get("manifest")
-    if not manifest or not Path(manifest).exists():
-        raise PlanError(f"{store_path}: store attr 'manifest' ({manifest!r}) does not name a readable manifest")
-    df = read_manifest(manifest)
-    if len(df) != len(store):
-        raise PlanError(f"{store_path}: manifest {manifest} has {len(df)} rows, the store has {len(store)}")
+    df = store.manifest()
     df["ok"] = store.status() == OK
     return df
 
