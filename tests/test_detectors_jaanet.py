@@ -76,6 +76,21 @@ def test_flip_augmentation_moves_pixels_and_landmarks_together():
     assert interocular(lm_out)[0] == pytest.approx(interocular(lm)[0], rel=1e-5)
 
 
+def test_colour_jitter_varies_photometry_but_keeps_geometry():
+    rng = np.random.default_rng(0)
+    img = np.zeros((64, 32, 32, 3), np.uint8)
+    img[:, 8:24, 8:24] = (180, 120, 90)  # a skin-coloured square on black
+    assert data.colour_jitter(img, 0.0, rng) is img  # strength 0: untouched (the paper's setting)
+    out = data.colour_jitter(img, 0.4, np.random.default_rng(1))
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    np.testing.assert_array_equal(out, data.colour_jitter(img, 0.4, np.random.default_rng(1)))  # seeded
+    inside = out[:, 8:24, 8:24].reshape(64, -1, 3).astype(float)
+    assert inside.std(1).max() < 1.0  # one photometric transform per image: the square stays uniform
+    means = inside.mean(1)  # (64, 3) per image
+    assert means.std(0).min() > 5  # but images differ in brightness and cast, channel by channel
+    assert (means[:, 0] > means[:, 2]).mean() > 0.9  # and stay recognisably the same (red > blue) colour
+    assert (out[:, :8] == out[:, :1, :1]).all()  # a flat border stays flat (no spatial change)
+
 def test_predefined_maps_follow_lacgan_regions():
     crop, m = 64, 16
     lm68 = _face68(crop)

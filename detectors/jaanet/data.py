@@ -44,6 +44,28 @@ def random_crop_flip(images: np.ndarray, lm: np.ndarray, crop: int, rng: np.rand
     return out, lm_out
 
 
+def colour_jitter(images: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Per image a random brightness, contrast and saturation factor in [1-s, 1+s] and a per-channel gain in
+    [1-s/3, 1+s/3] (a colour cast), s = `strength`; 0 returns the images unchanged. uint8 in, uint8 out.
+
+    The few subjects of a training fold differ in skin tone, lighting and white balance far more than an AU
+    changes a face; without this the network learns who it sees (CPU preset, development folds: see
+    docs/detectors.md)."""
+    if strength <= 0:
+        return images
+    b = images.shape[0]
+    x = images.astype(np.float32) / 255.0
+    u = lambda lo, hi, *shape: rng.uniform(lo, hi, size=(b, *shape)).astype(np.float32)  # noqa: E731
+    x = x * u(1 - strength, 1 + strength, 1, 1, 1)
+    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    mean = gray.mean((1, 2)).reshape(b, 1, 1, 1)
+    x = (x - mean) * u(1 - strength, 1 + strength, 1, 1, 1) + mean
+    gray = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    x = gray + (x - gray) * u(1 - strength, 1 + strength, 1, 1, 1)
+    x = x * u(1 - strength / 3, 1 + strength / 3, 1, 1, 3)
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def centre_crop(images: np.ndarray, crop: int) -> np.ndarray:
     o = (images.shape[1] - crop) // 2
     return np.ascontiguousarray(images[:, o:o + crop, o:o + crop])

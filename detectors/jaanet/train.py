@@ -48,6 +48,7 @@ class JaaNetConfig:
     lambda_refine: float = 2e-4  # attention refinement weight, divided by refine_lr_mult in the total loss
     refine_lr_mult: float = 2.0  # the refine module learns at 2× the base lr
     flip: bool = True  # random mirrors in training
+    colour_jitter: float = 0.0  # photometric augmentation strength (data.colour_jitter); not in the paper
     seed: int = 0
     device: str = "auto"  # lacgan.device.pick_device
 
@@ -175,6 +176,7 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
         for i in bar:
             idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
             x, lm = data.random_crop_flip(np.asarray(images[idx]), lm49_in[idx], cfg.crop, rng, cfg.flip)
+            x = data.colour_jitter(x, cfg.colour_jitter, rng)
             lab = torch.from_numpy(labels[idx].astype(np.int64)).to(dev)
             out = net(data.to_tensor(x, dev))
             loss, log = total_loss(out, lab, torch.from_numpy(lm).to(dev),
