@@ -35,7 +35,7 @@ PRESETS: dict[str, AugmentPreset] = {
     # 2-core CPU, whole job <= 30 min: a 12-subject cohort, 64-px faces, short LAC-GAN and JAA-Net runs.
     "demo": AugmentPreset(
         size=64, lacgan_preset="demo", lacgan_steps=300,
-        detectors={"jaanet": {"preset": "cpu", "minutes": 4.0}, "hogsvm": {"preset": "cpu"}},
+        detectors={"jaanet": {"preset": "cpu", "minutes": 6.0}, "hogsvm": {"preset": "cpu"}},
         cohort=dict(subjects=12, tasks=4, frames=24, size=160), frames_per_shard=64, identity_pairs=32),
     # BP4D with the paper's sizes and schedules (GPU recommended).
     "bp4d": AugmentPreset(
