@@ -91,6 +91,7 @@ def test_colour_jitter_varies_photometry_but_keeps_geometry():
     assert (means[:, 0] > means[:, 2]).mean() > 0.9  # and stay recognisably the same (red > blue) colour
     assert (out[:, :8] == out[:, :1, :1]).all()  # a flat border stays flat (no spatial change)
 
+
 def test_predefined_maps_follow_lacgan_regions():
     crop, m = 64, 16
     lm68 = _face68(crop)

@@ -11,6 +11,8 @@ import torch
 
 from detectors.jaanet.landmarks import flip_landmarks
 
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # RGB -> gray (ITU-R BT.601)
+
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 (B, S, S, 3) -> uint8 (B, size, size, 3)."""
@@ -57,10 +59,9 @@ def colour_jitter(images: np.ndarray, strength: float, rng: np.random.Generator)
     x = images.astype(np.float32) / 255.0
     u = lambda lo, hi, *shape: rng.uniform(lo, hi, size=(b, *shape)).astype(np.float32)  # noqa: E731
     x = x * u(1 - strength, 1 + strength, 1, 1, 1)
-    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    mean = gray.mean((1, 2)).reshape(b, 1, 1, 1)
+    mean = (x @ LUMA).mean((1, 2)).reshape(b, 1, 1, 1)
     x = (x - mean) * u(1 - strength, 1 + strength, 1, 1, 1) + mean
-    gray = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    gray = (x @ LUMA)[..., None]
     x = gray + (x - gray) * u(1 - strength, 1 + strength, 1, 1, 1)
     x = x * u(1 - strength / 3, 1 + strength / 3, 1, 1, 3)
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)

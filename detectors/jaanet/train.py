@@ -59,7 +59,7 @@ PRESETS: dict[str, JaaNetConfig] = {
     # schedule stretched for ~3,000 steps instead of the paper's ~10^5: 18 epochs, lr × 0.3 every 5, colour
     # jitter 0.2. Chosen on development splits of the cohort's folds 1-2 (6 subjects train, 2 validate; fold 3
     # never looked at): the paper's lr step (6-12 epochs) gave +14 F1 over the always-present baseline, this
-    # schedule +18/+25, with jitter +24/+36 (docs/detectors.md). ~16 minutes on 2 cores for 2,560 frames.
+    # schedule +18/+25, with jitter +24/+36 (docs/detectors.md). 13.6 minutes on 2 cores for 2,560 frames.
     "cpu": JaaNetConfig(input_size=108, crop=96, unit=2, batch_size=16, epochs=18, lr_step=5, colour_jitter=0.2),
 }
 
