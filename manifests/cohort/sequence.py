@@ -54,9 +54,21 @@ def _tracks(rng: np.random.Generator, n: int, dims: int, tau: float) -> np.ndarr
     return lab._smooth_noise(rng, n, dims, tau)
 
 
-def render_sequence(config: CohortConfig, plan: SequencePlan, ident: Identity | None = None):
-    """Yield (frame number, JPEG bytes, landmarks (68, 2) float32) for every frame of the plan."""
-    ident = ident or subject_identity(config.seed, plan.subject_index)
+@dataclass(frozen=True)
+class FrameScene:
+    """Everything of one frame except its AUs: pose, light, gaze and the sensor-noise draw. Rendering a scene
+    with the frame's own intensities reproduces the cohort's JPEG bytes; with other intensities it draws the
+    counterfactual "this frame, with these AUs" (pipelines/counterfactual.py)."""
+
+    pose: Pose
+    light: Light
+    gaze: tuple[float, float]
+    noise_seed: int  # OpenCV RNG seed of the frame's sensor noise
+    noise_sd: float  # sensor noise standard deviation (grey levels), one per sequence
+
+
+def sequence_scenes(config: CohortConfig, plan: SequencePlan) -> list[FrameScene]:
+    """The scene of every frame of the plan, drawn from the sequence's own stream [seed, 3, s, t]."""
     rng = _rng(config.seed, 3, plan.subject_index, plan.task_index)
     n = len(plan.frames)
     base = sample_pose(rng, amount=1.0)
@@ -71,7 +83,8 @@ def render_sequence(config: CohortConfig, plan: SequencePlan, ident: Identity | 
     flicker = 1 + 0.02 * _tracks(rng, n, 1, tau=3.0)[:, 0]
     gaze = _tracks(rng, n, 2, tau=3.0) * 0.5
     noise_sd = float(rng.uniform(1.5, 4.0))
-    for i in range(n):
+    scenes = []
+    for i in range(n):  # the noise seeds are the stream's next n draws, in frame order
         d = motion[i] + jitter[i]
         pose = Pose(
             roll=base.roll + 0.05 * d[0],
@@ -82,12 +95,36 @@ def render_sequence(config: CohortConfig, plan: SequencePlan, ident: Identity | 
             cy=base.cy + 0.015 * d[5],
         )
         lit = Light(light.angle, light.strength, light.ambient * float(flicker[i]), light.tint)
-        img, lm = render_face(ident, plan.intensity[i], pose, config.size, lit, gaze=tuple(gaze[i]))
-        cv2.setRNGSeed(int(rng.integers(2**31)))  # OpenCV's generator is 3x faster than numpy's here
-        noise = np.empty(img.shape, np.float32)
-        cv2.randn(noise, 0.0, noise_sd)
-        img = np.clip(img.astype(np.float32) + noise + 0.5, 0, 255).astype(np.uint8)
-        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
-        if not ok:
-            raise RuntimeError("OpenCV failed to encode a JPEG")
-        yield int(plan.frames[i]), buf.tobytes(), lm
+        scenes.append(FrameScene(pose, lit, tuple(gaze[i]), int(rng.integers(2**31)), noise_sd))
+    return scenes
+
+
+def render_pixels(ident: Identity, intensity: np.ndarray, scene: FrameScene, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB uint8 image with sensor noise, before JPEG; landmarks (68, 2)) of one frame."""
+    img, lm = render_face(ident, intensity, scene.pose, size, scene.light, gaze=scene.gaze)
+    cv2.setRNGSeed(scene.noise_seed)  # OpenCV's generator is 3x faster than numpy's here
+    noise = np.empty(img.shape, np.float32)
+    cv2.randn(noise, 0.0, scene.noise_sd)
+    return np.clip(img.astype(np.float32) + noise + 0.5, 0, 255).astype(np.uint8), lm
+
+
+def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a JPEG")
+    return buf.tobytes()
+
+
+def render_frame(config: CohortConfig, ident: Identity, intensity: np.ndarray, scene: FrameScene
+                 ) -> tuple[bytes, np.ndarray]:
+    """(JPEG bytes as the cohort writes them, landmarks (68, 2) float32) of one frame."""
+    img, lm = render_pixels(ident, intensity, scene, config.size)
+    return encode_jpeg(img, config.jpeg_quality), lm
+
+
+def render_sequence(config: CohortConfig, plan: SequencePlan, ident: Identity | None = None):
+    """Yield (frame number, JPEG bytes, landmarks (68, 2) float32) for every frame of the plan."""
+    ident = ident or subject_identity(config.seed, plan.subject_index)
+    for i, scene in enumerate(sequence_scenes(config, plan)):
+        jpeg, lm = render_frame(config, ident, plan.intensity[i], scene)
+        yield int(plan.frames[i]), jpeg, lm
