@@ -9,6 +9,13 @@ Making it up front keeps generation deterministic, resumable and auditable. Poli
 - `balanced`: `count` frames per subject, every AU present with rate 0.5 (`rates` overrides single AUs).
 - `rates`: user-given presence rates per AU; AUs without a rate are left as the source (-1).
 
+Sources (`PlanConfig.source`, recorded per row in `source_policy`):
+
+- `random` (default): any other aligned frame of the same subject.
+- `neutral`: among the same subject's frames, those with the fewest present AUs (an unknown label counts
+  half), ties drawn at random; so every present target must be drawn by the generator (the paper's Fig. 3
+  edits start from neutral faces). The report says which policy a table used.
+
 Rates are met exactly per subject (round(rate * count) frames present, positions drawn at random), so the
 achieved rates differ from the requested ones only by rounding; `achieved_rates` reports them.
 """
@@ -30,6 +37,7 @@ from manifests.aligned import OK, AlignedStore
 from manifests.aus import AU_COLUMNS, AUS, N_AUS
 
 POLICIES = ("match-test", "balanced", "rates")
+SOURCE_POLICIES = ("random", "neutral")
 
 PLAN_SCHEMA = pa.schema(
     [
@@ -41,8 +49,9 @@ PLAN_SCHEMA = pa.schema(
         *[pa.field(c, pa.int8(), nullable=False) for c in AU_COLUMNS],  # target: 1 present, 0 absent, -1 keep
         pa.field("seed", pa.int64(), nullable=False),  # per-frame seed derived from the plan seed
         pa.field("policy", pa.string(), nullable=False),  # one of POLICIES
+        pa.field("source_policy", pa.string(), nullable=False),  # one of SOURCE_POLICIES
     ],
-    metadata={b"lacgan.schema": b"plan/1"},
+    metadata={b"lacgan.schema": b"plan/2"},
 )
 
 
@@ -59,6 +68,7 @@ class PlanConfig:
     subjects: tuple[str, ...] | None = None  # balanced/rates: subjects to plan for (default: every subject)
     folds: tuple[int, ...] | None = None  # balanced/rates: draw sources only from these folds (default: all)
     seed: int = 0  # everything random in the plan derives from this
+    source: str = "random"  # how each frame's source is drawn from its subject's frames: SOURCE_POLICIES
 
 
 # ---- reading the store's frames ---------------------------------------------------------------------------
@@ -71,6 +81,20 @@ def store_frames(store_path) -> pd.DataFrame:
 
 
 # ---- policies ---------------------------------------------------------------------------------------------
+def _expressiveness(frames: pd.DataFrame) -> np.ndarray:
+    """Per frame: present AUs + half the unknown ones (the `neutral` source policy takes the smallest)."""
+    lab = frames[list(AU_COLUMNS)].to_numpy(np.int8)
+    return (lab == 1).sum(axis=1) + 0.5 * (lab == -1).sum(axis=1)
+
+
+def _pick_sources(pool: np.ndarray, expressiveness: np.ndarray, n: int, source: str,
+                  rng: np.random.Generator) -> np.ndarray:
+    """`n` draws from `pool`: uniformly (`random`) or among its least expressive entries (`neutral`)."""
+    if source == "neutral":
+        pool = pool[expressiveness == expressiveness.min()]
+    return pool[rng.integers(len(pool), size=n)]
+
+
 def _rate_vector(rates: dict | None, default: float | None) -> np.ndarray:
     """{AU: rate} -> (12,) float with NaN for "leave as source"; AUs given as 12 or "AU12"."""
     vec = np.full(N_AUS, np.nan if default is None else default, dtype=np.float64)
@@ -94,13 +118,14 @@ def _match_test(frames: pd.DataFrame, cfg: PlanConfig, rng: np.random.Generator)
         raise PlanError(f"test fold {cfg.test_fold} has no aligned, labelled frames (folds present: {folds})")
     rows = []
     for subject, group in targets.groupby("subject", sort=True):
-        pool = ok.loc[ok["subject"] == subject, "row_id"].to_numpy()
+        mine = ok[ok["subject"] == subject]
+        pool, weight = mine["row_id"].to_numpy(), _expressiveness(mine)
         if len(pool) < 2:
             raise PlanError(f"subject {subject} has only {len(pool)} aligned frame(s); match-test needs another "
                             f"frame of the same subject to edit from")
         for t in group.itertuples(index=False):
-            others = pool[pool != t.row_id]
-            src = int(others[rng.integers(len(others))])
+            keep = pool != t.row_id
+            src = int(_pick_sources(pool[keep], weight[keep], 1, cfg.source, rng)[0])
             rows.append((src, int(t.row_id), subject, t.task, *[getattr(t, c) for c in AU_COLUMNS]))
     return pd.DataFrame(rows, columns=["source_row", "target_row", "subject", "task", *AU_COLUMNS])
 
@@ -123,7 +148,7 @@ def _by_rates(frames: pd.DataFrame, cfg: PlanConfig, rates: np.ndarray, rng: np.
         pool = ok.loc[ok["subject"] == subject]
         if pool.empty:
             raise PlanError(f"subject {subject} has no aligned frames in the chosen folds")
-        pick = rng.integers(len(pool), size=cfg.count)
+        pick = _pick_sources(np.arange(len(pool)), _expressiveness(pool), cfg.count, cfg.source, rng)
         target = np.full((cfg.count, N_AUS), -1, dtype=np.int8)
         for j, rate in enumerate(rates):
             if np.isnan(rate):
@@ -144,6 +169,8 @@ def make_plan(store_path, cfg: PlanConfig = PlanConfig()) -> pd.DataFrame:
     """The plan for the aligned store at `store_path` (validated, deterministic from `cfg.seed`)."""
     if cfg.policy not in POLICIES:
         raise PlanError(f"unknown policy {cfg.policy!r}; choose one of {POLICIES}")
+    if cfg.source not in SOURCE_POLICIES:
+        raise PlanError(f"unknown source policy {cfg.source!r}; choose one of {SOURCE_POLICIES}")
     frames = store_frames(store_path)
     rng = np.random.default_rng(cfg.seed)
     if cfg.policy == "match-test":
@@ -157,6 +184,7 @@ def make_plan(store_path, cfg: PlanConfig = PlanConfig()) -> pd.DataFrame:
     df.insert(0, "plan_row", np.arange(len(df), dtype=np.int64))
     df["seed"] = rng.integers(0, 2**62, size=len(df), dtype=np.int64)
     df["policy"] = cfg.policy
+    df["source_policy"] = cfg.source
     return validate_plan(df, "<new plan>", frames)
 
 
@@ -179,6 +207,8 @@ def validate_plan(df: pd.DataFrame, source: str = "<memory>", frames: pd.DataFra
         raise PlanError(f"{source}: target labels must be 1, 0 or -1")
     if not out["policy"].isin(POLICIES).all():
         raise PlanError(f"{source}: unknown policy values {sorted(set(out['policy']) - set(POLICIES))}")
+    if not out["source_policy"].isin(SOURCE_POLICIES).all():
+        raise PlanError(f"{source}: unknown source policies {sorted(set(out['source_policy']) - set(SOURCE_POLICIES))}")
     if frames is not None:
         ok = frames["row_id"].to_numpy()[frames["ok"].to_numpy()]
         for col in ("source_row", "target_row"):
@@ -221,6 +251,15 @@ def read_plan(path) -> pd.DataFrame:
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise PlanError(f"{path}: not a readable Parquet file ({e})") from e
     return validate_plan(table.to_pandas(), str(path))
+
+
+def plan_config(path) -> dict | None:
+    """The PlanConfig fields a plan was made with (from its metadata), or None when not recorded."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    return json.loads(meta[b"lacgan.plan_config"]) if b"lacgan.plan_config" in meta else None
 
 
 def plan_store(path) -> Path | None:

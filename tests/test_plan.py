@@ -34,6 +34,28 @@ def test_match_test_mirrors_the_test_fold(store):
     assert (plan["task"].to_numpy() == test["task"].to_numpy()).all()
 
 
+@pytest.mark.parametrize("policy", ["match-test", "balanced"])
+def test_neutral_sources_are_each_subjects_least_expressive_frames(store, policy):
+    frames = store_frames(store)
+    lab = frames[list(AU_COLUMNS)].to_numpy()
+    frames["expressive"] = (lab == 1).sum(1) + 0.5 * (lab == -1).sum(1)
+    plan = make_plan(store, PlanConfig(policy=policy, test_fold=3, count=10, seed=3, source="neutral"))
+    assert (plan["source_policy"] == "neutral").all()
+    ok = frames[frames["ok"]]
+    for r in plan.itertuples():
+        mine = ok[(ok["subject"] == r.subject) & (ok["row_id"] != r.target_row)]
+        assert frames.at[r.source_row, "expressive"] == mine["expressive"].min()
+    assert (make_plan(store, PlanConfig(policy=policy, count=10, seed=3))["source_policy"] == "random").all()
+
+
+def test_plan_records_its_config(store, tmp_path):
+    from pipelines.plan import plan_config
+
+    path = build_plan(store, tmp_path / "p.parquet", PlanConfig(policy="match-test", test_fold=3, source="neutral"))
+    cfg = plan_config(path)
+    assert cfg["policy"] == "match-test" and cfg["test_fold"] == 3 and cfg["source"] == "neutral"
+
+
 def test_failed_rows_never_used(tmp_path):
     path = make_store(tmp_path, failed=(2, 3, 4, 5))  # F001, fold 1
     plan = make_plan(path, PlanConfig(policy="balanced", count=20, seed=0))
@@ -77,6 +99,7 @@ def test_folds_restrict_sources(store):
 
 @pytest.mark.parametrize("cfg, message", [
     (PlanConfig(policy="nope"), "unknown policy"),
+    (PlanConfig(source="happiest"), "unknown source policy"),
     (PlanConfig(policy="balanced", subjects=("X999",)), "unknown subjects"),
     (PlanConfig(policy="balanced", rates={12: 1.5}), "impossible"),
     (PlanConfig(policy="rates", rates={12: -0.1}), "impossible"),
