@@ -80,7 +80,7 @@ class FrameSource:
                    name=str(path))
 
     @classmethod
-    def from_group(cls, path, frame_ids=None, sequences=None, labels=None) -> "FrameSource":
+    def from_group(cls, path, frame_ids=None, sequences=None, labels=None, name: str | None = None) -> "FrameSource":
         """Frames of any Zarr group with an `images` array (e.g. the synthetic store); ids default to 0..N-1."""
         import zarr
 
@@ -91,7 +91,7 @@ class FrameSource:
         ids = np.arange(n, dtype=np.int64) if frame_ids is None else np.asarray(frame_ids, dtype=np.int64)
         seq = np.full(n, "all", dtype=object) if sequences is None else np.asarray(sequences, dtype=object)
         lab = None if labels is None else np.asarray(labels, dtype=np.int8)
-        return cls(g["images"], np.arange(n, dtype=np.int64), ids, seq, lab, name=str(path))
+        return cls(g["images"], np.arange(n, dtype=np.int64), ids, seq, lab, name=name or str(path))
 
     # ---- reading ------------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -58,6 +58,11 @@ class Editor:
     def config_hash(self) -> str:
         return config_hash(self.config)
 
+    @property
+    def test_fold(self) -> int:
+        """The fold this model never saw in training (its subjects may be edited and scored)."""
+        return self.config.train.test_fold
+
     @classmethod
     def load(cls, path, device=None) -> "Editor":
         device = device if isinstance(device, torch.device) else pick_device(device)

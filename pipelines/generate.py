@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from manifests.aus import AU_COLUMNS
 from pipelines import synth_store as ss
-from pipelines.plan import plan_sha256, read_plan, store_frames, validate_plan
+from pipelines.plan import plan_config, plan_sha256, read_plan, store_frames, validate_plan
 
 log = logging.getLogger("lacgan.generate")
 
@@ -152,10 +152,17 @@ def _prepare(plan_path, store_path, checkpoint, out, cfg: GenerateConfig):
     if int(editor.size) != size:
         raise GenerationError(f"{checkpoint}: the model edits {editor.size}px faces but the aligned store "
                               f"{store_path} holds {size}px crops")
+    held_out = getattr(editor, "test_fold", None)
+    planned = plan_config(plan_path) or {}
+    if held_out is not None and planned.get("policy") == "match-test" and int(planned["test_fold"]) != held_out:
+        raise GenerationError(f"{plan_path}: the plan matches test fold {planned['test_fold']}, but {checkpoint} "
+                              f"held out fold {held_out} (it was trained on the plan's subjects); train with "
+                              f"--test-fold {planned['test_fold']} or plan for fold {held_out}")
     attrs = dict(plan=str(Path(plan_path).resolve()), plan_sha256=plan_sha256(plan_path),
                  store=str(Path(store_path).resolve()), checkpoint=str(checkpoint.resolve()),
                  checkpoint_sha256=editor.checkpoint_sha256, config_hash=editor.config_hash,
-                 frames_per_shard=cfg.frames_per_shard, size=size, package_version=ss.package_version())
+                 frames_per_shard=cfg.frames_per_shard, size=size, package_version=ss.package_version(),
+                 test_fold=held_out, source_policy=str(plan["source_policy"].iloc[0]))
     ss.create_store(out, plan, size, cfg.frames_per_shard, attrs)
     ss.write_json(Path(out) / "generation.json", {**attrs, "config": asdict(cfg)})
     return plan, attrs

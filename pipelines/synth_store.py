@@ -46,12 +46,13 @@ PART_SCHEMA = pa.schema(
         pa.field("task", pa.string(), nullable=False),  # sequence key used for scoring
         *[pa.field(c, pa.int8(), nullable=False) for c in AU_COLUMNS],  # target labels
         pa.field("seed", pa.int64(), nullable=False),
+        pa.field("source_policy", pa.string(), nullable=False),  # how the plan drew the source (random, neutral)
         pa.field("shard", pa.int32(), nullable=False),
         pa.field("checkpoint_sha256", pa.string(), nullable=False),  # of the LAC-GAN weights used
         pa.field("config_hash", pa.string(), nullable=False),  # of the LAC-GAN training config
         pa.field("package_version", pa.string(), nullable=False),  # lacgan-augment version that wrote it
     ],
-    metadata={b"lacgan.schema": b"synthetic-part/1"},
+    metadata={b"lacgan.schema": b"synthetic-part/2"},
 )
 
 
