@@ -1,5 +1,6 @@
-"""Report figures (PNG, matplotlib's Agg backend): the F1 gap per AU, and edit grids in the style of the paper's
-Fig. 3 (each AU set absent / present on test faces) and Fig. 5 (happy AU2+6+7+12, angry AU4+23)."""
+"""Report figures (PNG, matplotlib's Agg backend): F1 per AU and set (floor, synthesis, ceiling, real), the
+source | synthetic | counterfactual grid, and edit grids in the style of the paper's Fig. 3 (each AU set absent /
+present on test faces) and Fig. 5 (happy AU2+6+7+12, angry AU4+23)."""
 
 from __future__ import annotations
 
@@ -16,22 +17,66 @@ from manifests.aus import AU_NAMES, AUS, N_AUS  # noqa: E402
 COMBOS = {"happy": (2, 6, 7, 12), "angry": (4, 23)}  # the paper's Fig. 5
 
 
-def f1_gap_chart(t1: dict, path) -> Path:
-    """Grouped bars: F1 gap (real − synthesis) per AU, one bar per detector; unsupported AUs have no bar."""
+SET_STYLE = {"always_present": ("always-present", "#bbbbbb"), "unedited": ("unedited (floor)", "#e0a040"),
+             "synthetic": ("synthesis", "#3070c0"), "counterfactual": ("counterfactual (ceiling)", "#40a060"),
+             "real": ("real", "#303030")}
+
+
+def f1_sets_chart(t1: dict, path) -> Path:
+    """Per detector, F1 per AU of every set (floor, synthesis, ceiling, real, always-present) as grouped bars."""
     path = Path(path)
     dets = list(t1)
-    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
-    width = 0.8 / max(len(dets), 1)
-    x = np.arange(N_AUS)
-    for k, det in enumerate(dets):
-        gaps = [np.nan if t1[det][f"AU{a}"] is None or t1[det][f"AU{a}"]["gap_f1"] is None
-                else t1[det][f"AU{a}"]["gap_f1"] for a in AUS]
-        ax.bar(x + (k - (len(dets) - 1) / 2) * width, gaps, width, label=det)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, [f"AU{a}" for a in AUS])
-    ax.set_ylabel("F1 gap (real − synthesis), %")
-    ax.set_title("Detection F1 gap between real and synthetic test frames")
-    ax.legend()
+    fig, axes = plt.subplots(len(dets), 1, figsize=(11, 3.2 * len(dets)), dpi=100, squeeze=False)
+    x = np.arange(N_AUS + 1)
+    for ax, det in zip(axes[:, 0], dets):
+        cells = [c for c in SET_STYLE if t1[det]["mean"] is not None and t1[det]["mean"][c] is not None]
+        width = 0.8 / max(len(cells), 1)
+        for k, c in enumerate(cells):
+            vals = [np.nan if t1[det][row] is None or t1[det][row][c] is None or t1[det][row][c]["f1"] is None
+                    else t1[det][row][c]["f1"] for row in [f"AU{a}" for a in AUS] + ["mean"]]
+            label, colour = SET_STYLE[c]
+            ax.bar(x + (k - (len(cells) - 1) / 2) * width, vals, width, label=label, color=colour)
+        ax.set_xticks(x, [f"AU{a}" for a in AUS] + ["mean"])
+        ax.set_ylabel("F1, %")
+        ax.set_ylim(0, 100)
+        eqi = t1[det]["edit_quality_index"]
+        ax.set_title(f"{det}: F1 per AU" + ("" if eqi is None else f" (edit-quality index {eqi:.2f})"), fontsize=10)
+        ax.legend(fontsize=7, ncol=5, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def counterfactual_grid(store_path, synth_images, cf_images, synth, path, seed: int = 0, per_au: int = 1) -> Path:
+    """Rows of source | synthetic | counterfactual for changed-AU edits, one AU per row (where the plan has one);
+    edits with the fewest other changed AUs are preferred, so the row shows that AU."""
+    from manifests.aligned import AlignedStore
+
+    path = Path(path)
+    store = AlignedStore.open(store_path)
+    rng = np.random.default_rng(seed)
+    targets = synth[[f"AU{a}" for a in AUS]].to_numpy(np.int8)
+    src_labels = store.labels()[synth["source_row"].to_numpy()]
+    changed = (targets != -1) & (src_labels != -1) & (targets != src_labels)
+    picks = []
+    for j, au in enumerate(AUS):
+        cand = np.flatnonzero(changed[:, j])
+        if len(cand) == 0:
+            continue
+        others = changed[cand].sum(1)
+        cand = cand[others == others.min()]
+        for i in rng.permutation(cand)[:per_au]:
+            picks.append((au, int(i), f"AU{au} {src_labels[i, j]}→{targets[i, j]} (+{int(others.min()) - 1} other)"))
+    fig, axes = plt.subplots(max(len(picks), 1), 3, figsize=(3 * 1.6, max(len(picks), 1) * 1.6), dpi=100,
+                             squeeze=False)
+    for r, (au, i, title) in enumerate(picks):
+        src = store.read(synth["source_row"].to_numpy()[i:i + 1])[0][0]
+        for c, (img, name) in enumerate(((src, "source"), (np.asarray(synth_images[i]), "synthetic"),
+                                         (np.asarray(cf_images[i]), "counterfactual"))):
+            _show(axes[r, c], img, name if r == 0 else None)
+        axes[r, 0].set_ylabel(title, fontsize=6)
+    fig.suptitle("Edits against the counterfactual ground truth", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

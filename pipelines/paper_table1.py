@@ -49,6 +49,18 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, ...]]] = {
 
 
 def paper_row(detector: str, row: str) -> dict[str, float] | None:
-    """The published values for `detector` ("jaanet"/"openface") and `row` ("AU12"/"avg"), or None."""
-    vals = PAPER_TABLE1.get(detector, {}).get(row)
+    """The published values for `detector` ("jaanet"/"openface") and `row` ("AU12"/"avg"/"mean"), or None."""
+    vals = PAPER_TABLE1.get(detector, {}).get("avg" if row == "mean" else row)
     return None if vals is None else dict(zip(COLUMNS, vals))
+
+
+PAPER_CELLS = {"real": ("real_f1", "real_acc"), "synthetic": ("synth_f1", "synth_acc"), "gap": ("gap_f1", "gap_acc")}
+
+
+def paper_cell(detector: str, row: str, cell: str) -> dict[str, float] | None:
+    """{f1, acc} the paper printed for a Table 1 cell ("real", "synthetic", "gap"), or None where it printed none."""
+    r = paper_row(detector, row)
+    if r is None or cell not in PAPER_CELLS:
+        return None
+    f1, acc = PAPER_CELLS[cell]
+    return {"f1": r[f1], "acc": r[acc]}

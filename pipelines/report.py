@@ -1,24 +1,20 @@
-"""The Table 1 report: real vs synthetic detection metrics per AU and detector, plus checks beyond the paper.
+"""The Table 1 report folder: Table 1 with its floor and ceiling, counts, edit checks, pixel checks and figures.
 
-Report folder (all numbers can be recomputed from `scores.parquet`):
+Report folder (every number can be recomputed from `scores.parquet`, the images and the manifests):
 
-    table1.json   {detector: {"AU1": {real_f1, real_acc, synth_f1, synth_acc, gap_f1, gap_acc}, ..., "avg": {...}}}
-                  values in percent, null where the detector does not support the AU; gap = real − synthesis
-    table1.md     Markdown (when the data is BP4D: the paper's published values in parentheses)
-    table1.csv    one row per detector and AU (+ paper_* columns for BP4D)
-    edits.json    per detector and AU: edit success and off-target flips; identity and locality (see below)
-    report.md     everything above in one page, with the figures
+    table1.json   pipelines.table1's dict: per detector and AU (and "mean") the cells real, synthetic, gap,
+                  unedited, edit_gain, counterfactual (null when not available), always_present, each {f1, acc, n};
+                  per detector edit_quality_index, n_failed per set, sets (counts), grouping
+    table1.md     one Markdown table per detector (when the data is BP4D: the paper's published values in
+                  parentheses), and the summary of mean F1 per detector
+    table1.csv    one row per detector and AU: <cell>_f1, <cell>_acc, <cell>_n (+ paper_* columns for BP4D)
+    edits.json    edit success / off-target flips (synthetic, and counterfactual as their ceiling), locality,
+                  identity, and the pixel error against the counterfactual frames
+    report.md     everything above on one page, with the figures
+    report.json   what the report was made from (sets, source policy, test fold, checkpoint hashes)
     scores.parquet  the long score table the numbers come from (pipelines.score.SCORES_SCHEMA)
-    figures/      f1_gap.png, single_au_grid.png (Fig. 3 style), combos_grid.png (Fig. 5 style)
-
-F1 and accuracy use only frames whose label is known (not -1) and whose score is valid (status "ok"), as
-`detectors.metrics.au_metrics` defines them; Avg is the mean over the AUs the detector supports.
-
-Beyond the paper, per detector and AU:
-- edit success: among synthetic frames whose target differs from the state the detector sees on the source,
-  the share where it sees the target state on the synthetic frame (also over all targeted frames);
-- off-target flips: among synthetic frames where that AU was not asked to change (target -1, or target equal to
-  the source's detected state), the share whose detected state differs between source and synthetic frame.
+    figures/      f1_sets.png (F1 per AU and set, per detector), single_au_grid.png (Fig. 3 style),
+                  combos_grid.png (Fig. 5 style), counterfactual_grid.png (source | synthetic | counterfactual)
 """
 
 from __future__ import annotations
@@ -30,18 +26,18 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from detectors.metrics import au_metrics
 from manifests.aus import AUS
-from pipelines.paper_table1 import COLUMNS, PAPER_TABLE1, paper_row
-from pipelines.score import read_scores
+from pipelines.edits import DASH, edit_metrics, edits_markdown, summarise
+from pipelines.paper_table1 import PAPER_TABLE1, paper_cell
+from pipelines.score import read_scores_info
+from pipelines.table1 import CELLS, ROWS, table1
 
 log = logging.getLogger("lacgan.report")
 
-ROWS = tuple(f"AU{a}" for a in AUS) + ("avg",)
-DASH = "−"
+LABELS = {"real": "Real", "synthetic": "Synth", "gap": "Gap", "unedited": "Unedited", "edit_gain": "Edit gain",
+          "counterfactual": "Counterf.", "always_present": "Always"}
 
 
 @dataclass(frozen=True)
@@ -53,126 +49,100 @@ class ReportConfig:
     seed: int = 0  # which pairs/faces are sampled
 
 
-# ---- Table 1 ---------------------------------------------------------------------------------------------
-def _metrics(df: pd.DataFrame, supported: list[int]) -> pd.DataFrame:
-    """au_metrics for one detector and one set of the long score table."""
-    frame_ids = np.sort(df["frame_id"].unique())
-    lab = (df.pivot_table(index="frame_id", columns="au", values="label", aggfunc="first")
-           .reindex(index=frame_ids, columns=list(AUS)).fillna(-1).to_numpy(np.int8))
-    return au_metrics(lab, df, tuple(supported), frame_ids).set_index("au")
-
-
-def table1(scores: pd.DataFrame, supported: dict[str, list[int]]) -> dict:
-    """{detector: {"AU1".."AU24", "avg": {real_f1, real_acc, synth_f1, synth_acc, gap_f1, gap_acc} | None}}."""
-    out = {}
-    for det, aus in supported.items():
-        d = scores[scores["detector"] == det]
-        real = _metrics(d[d["set"] == "real"], aus)
-        synth = _metrics(d[d["set"] == "synthetic"], aus)
-        rows = {}
-        for row in ROWS:
-            key = "mean" if row == "avg" else row[2:]
-            if row != "avg" and int(key) not in aus:
-                rows[row] = None
-                continue
-            r = {"real_f1": real.at[key, "f1"], "real_acc": real.at[key, "acc"],
-                 "synth_f1": synth.at[key, "f1"], "synth_acc": synth.at[key, "acc"]}
-            r["gap_f1"], r["gap_acc"] = r["real_f1"] - r["synth_f1"], r["real_acc"] - r["synth_acc"]
-            rows[row] = {k: (None if pd.isna(v) else float(v)) for k, v in r.items()}
-        out[det] = rows
-    return out
-
-
+# ---- Markdown and CSV ----------------------------------------------------------------------------------------
 def _fmt(v) -> str:
     return DASH if v is None else f"{v:.1f}"
 
 
-def table1_markdown(t1: dict, paper: bool = False) -> str:
-    """The paper's layout: rows AU1..AU24 + Avg; per detector Real, Synthesis and Gaps (F1, Acc)."""
-    dets = list(t1)
-    head = ["AU"] + [f"{d} {m}" for d in dets for m in ("Real F1", "Real Acc", "Synth F1", "Synth Acc",
-                                                         "Gap F1", "Gap Acc")]
+def _pair(cell: dict | None) -> list[str]:
+    return [DASH, DASH] if cell is None else [_fmt(cell["f1"]), _fmt(cell["acc"])]
+
+
+def detector_markdown(det: str, t: dict, paper: bool = False, cf_note: str | None = None) -> str:
+    """One detector's Table 1: per AU F1/Acc of each cell, n of the real and synthetic cells."""
+    published = paper and det in PAPER_TABLE1  # the paper reports OpenFace and JAA-Net only
+    head = ["AU"] + [f"{LABELS[c]} {m}" for c in CELLS for m in ("F1", "Acc")] + ["n real", "n synth"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in ROWS:
-        cells = ["Avg" if row == "avg" else row]
-        for d in dets:
-            ours = t1[d][row]
-            published = paper and d in PAPER_TABLE1  # the paper reports OpenFace and JAA-Net only
-            pub = paper_row(d, row) if published else None
-            for c in COLUMNS:
-                cell = _fmt(None if ours is None else ours[c])
-                if published:
-                    cell += f" ({_fmt(None if pub is None else pub[c])})"
-                cells.append(cell)
+        r = t[row]
+        cells = ["Avg" if row == "mean" else row]
+        for c in CELLS:
+            pair = _pair(None if r is None else r[c])
+            if published and c in ("real", "synthetic", "gap"):
+                pub = paper_cell(det, row, c)
+                pair = [f"{v} ({_fmt(None if pub is None else pub[k])})" for v, k in zip(pair, ("f1", "acc"))]
+            cells += pair
+        cells += [DASH, DASH] if r is None else [str(r["real"]["n"]), str(r["synthetic"]["n"])]
         lines.append("| " + " | ".join(cells) + " |")
-    note = "\n\nValues in percent; gap = real − synthesis; − = AU not supported by the detector."
-    if paper:
+    grouping = f" Frames grouped: `{t['grouping']}`." if t.get("grouping") else ""
+    note = (f"\n\n{det}: values in percent; gap = real − synthesis; edit gain = synthesis − unedited; − = AU not "
+            f"supported by the detector.{grouping}")
+    if cf_note:
+        note += f" Counterfactual: not available ({cf_note})."
+    if published:
         note += " In parentheses: the paper's published Table 1 (BP4D; − where it reports nothing)."
     return "\n".join(lines) + note
 
 
+def summary_markdown(t1: dict) -> str:
+    """Mean F1 per detector: the floor, the synthesis, the ceiling, the real frames, and the index."""
+    head = ["detector", "always-present", "unedited (floor)", "synthesis", "counterfactual (ceiling)", "real",
+            "gap", "edit gain", "edit-quality index", "failed frames (real / synth / unedited / counterf.)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for det, t in t1.items():
+        m = t["mean"]
+        f = lambda c: DASH if m[c] is None else _fmt(m[c]["f1"])  # noqa: E731
+        eqi = DASH if t["edit_quality_index"] is None else f"{t['edit_quality_index']:.2f}"
+        failed = " / ".join(str(t["n_failed"].get(s, DASH)) for s in ("real", "synthetic", "unedited", "counterfactual"))
+        lines.append("| " + " | ".join([det, f("always_present"), f("unedited"), f("synthetic"), f("counterfactual"),
+                                        f("real"), f("gap"), f("edit_gain"), eqi, failed]) + " |")
+    return "\n".join(lines) + ("\n\nMean F1 over the AUs each detector supports. Edit-quality index = (synthesis − "
+                               "unedited) / (counterfactual − unedited): 0 = a generator that changes nothing, "
+                               "1 = a perfect one.")
+
+
+def counts_markdown(t1: dict) -> str:
+    lines = []
+    for det, t in t1.items():
+        lines += [f"**{det}**", "", "| set | frames | failed | top failure reasons | " +
+                  " | ".join(f"AU{a} pos (label/detected)" for a in AUS) + " |", "|" + "---|" * (4 + len(AUS))]
+        for name, c in t["sets"].items():
+            reasons = "; ".join(f"{k} ({v})" for k, v in c["top_failures"].items()) or DASH
+            pos = [f"{c['label_positives'][f'AU{a}']}/{c['detected_positives'][f'AU{a}']}" for a in AUS]
+            lines.append(f"| {name} | {c['frames']} | {c['failed']} | {reasons} | " + " | ".join(pos) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def table1_frame(t1: dict, paper: bool = False) -> pd.DataFrame:
     rows = []
-    for det, table in t1.items():
+    for det, t in t1.items():
         for row in ROWS:
-            r = {"detector": det, "au": row, **{c: (None if table[row] is None else table[row][c]) for c in COLUMNS}}
+            r = {"detector": det, "au": row}
+            for c in CELLS:
+                cell = None if t[row] is None else t[row][c]
+                for m in ("f1", "acc", "n"):
+                    r[f"{c}_{m}"] = None if cell is None else cell.get(m)
             if paper and det in PAPER_TABLE1:
-                pub = paper_row(det, row) or {}
-                r.update({f"paper_{c}": pub.get(c) for c in COLUMNS})
+                for c in ("real", "synthetic", "gap"):
+                    pub = paper_cell(det, row, c) or {}
+                    r.update({f"paper_{c}_f1": pub.get("f1"), f"paper_{c}_acc": pub.get("acc")})
             rows.append(r)
     return pd.DataFrame(rows)
 
 
-# ---- beyond the paper ----------------------------------------------------------------------------------
-def edit_metrics(scores: pd.DataFrame, synth: pd.DataFrame, supported: dict[str, list[int]]) -> dict:
-    """Per detector and AU: edit success and off-target flips (see module doc); `synth` is the synthetic
-    manifest (plan_row, source_row, AU targets)."""
-    out = {}
-    for det, aus in supported.items():
-        d = scores[(scores["detector"] == det) & (scores["status"] == "ok")]
-        src = d[d["set"].isin(("real", "source"))].drop_duplicates(["frame_id", "au"])
-        src = src.pivot(index="frame_id", columns="au", values="present")
-        syn = d[d["set"] == "synthetic"].pivot(index="frame_id", columns="au", values="present")
-        per_au = {}
-        for au in AUS:
-            if au not in aus:
-                per_au[f"AU{au}"] = None
-                continue
-            target = synth[f"AU{au}"].to_numpy()
-            s_syn = syn.reindex(index=synth["plan_row"])[au].to_numpy() if au in syn else np.full(len(synth), np.nan)
-            s_src = src.reindex(index=synth["source_row"])[au].to_numpy() if au in src else np.full(len(synth), np.nan)
-            valid = ~np.isnan(s_syn) & ~np.isnan(s_src)
-            targeted = valid & (target != -1)
-            change = targeted & (target != s_src)
-            keep = valid & ((target == -1) | (target == s_src))
-            rate = lambda m, hit: None if m.sum() == 0 else float(100 * hit[m].mean())  # noqa: E731
-            per_au[f"AU{au}"] = {
-                "success_changed": rate(change, s_syn == target), "n_changed": int(change.sum()),
-                "success_all": rate(targeted, s_syn == target), "n_targeted": int(targeted.sum()),
-                "off_target_flips": rate(keep, s_syn != s_src), "n_unchanged": int(keep.sum()),
-            }
-        out[det] = per_au
-    return out
-
-
-def edits_markdown(edits: dict, fidelity: dict) -> str:
-    lines = ["| AU | " + " | ".join(f"{d} edit success (changed) | {d} off-target flips" for d in edits) + " |",
-             "|" + "---|" * (1 + 2 * len(edits))]
-    for au in AUS:
-        cells = [f"AU{au}"]
-        for d in edits:
-            e = edits[d][f"AU{au}"]
-            cells += [DASH, DASH] if e is None else [
-                f"{_fmt(e['success_changed'])} (n={e['n_changed']})", f"{_fmt(e['off_target_flips'])} (n={e['n_unchanged']})"]
-        lines.append("| " + " | ".join(cells) + " |")
-    loc, idn = fidelity.get("locality", {}), fidelity.get("identity", {})
-    lines += ["", f"Locality: largest change of any pixel outside every AU region = "
-              f"**{loc.get('max_change_outside_regions')}** over {loc.get('frames')} frames (must be 0)."]
-    if idn.get("pairs"):
-        lines.append(f"Identity (dlib descriptor distance, source vs synthetic, {idn['pairs']} pairs): mean "
-                     f"{idn['mean_distance']:.3f}, median {idn['median_distance']:.3f}, max {idn['max_distance']:.3f};"
-                     f" {100 * idn['same_person_share']:.1f}% below dlib's same-person threshold {idn['threshold']}.")
-    return "\n".join(lines)
+def cf_error_markdown(err: dict) -> str:
+    head = ["AU", "edits (changed)", "L1 synth↔counterf.", "L1 source↔counterf.", "PSNR synth", "PSNR source",
+            "synthetic closer (%)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in [f"AU{a}" for a in AUS] + ["all"]:
+        e = err[key]
+        lines.append("| " + " | ".join([key, str(e["n_edits"]), _fmt(e["l1_synthetic"]), _fmt(e["l1_source"]),
+                                        _fmt(e["psnr_synthetic"]), _fmt(e["psnr_source"]),
+                                        _fmt(e["closer_share"])]) + " |")
+    return "\n".join(lines) + ("\n\nInside each changed AU's region (grey levels 0-255, all channels); synthetic "
+                               "closer = share of those edits whose region is nearer the counterfactual than the "
+                               "unedited source's is.")
 
 
 # ---- the report folder -----------------------------------------------------------------------------------
@@ -188,48 +158,87 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig = ReportConfig()) -> Path:
-    """Compute and write the whole report folder (see module doc); returns the path of report.md."""
+def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig = ReportConfig(),
+                 counterfactual=None, cf_unavailable: str | None = None) -> Path:
+    """Compute and write the whole report folder (see module doc); returns the path of report.md.
+    `counterfactual`: the counterfactual set's folder (pipelines.counterfactual), or None with the reason in
+    `cf_unavailable` (e.g. "BP4D has no renderer")."""
     from pipelines import fidelity, figures
     from pipelines.synth_store import open_images, read_parts
 
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    scores, supported = read_scores(scores_path)
+    scores, info = read_scores_info(scores_path)
+    supported = info["supported_aus"]
     if Path(scores_path).resolve() != (out_dir / "scores.parquet").resolve():
         shutil.copyfile(scores_path, out_dir / ".scores.parquet.tmp")
         os.replace(out_dir / ".scores.parquet.tmp", out_dir / "scores.parquet")
+    if counterfactual is None and (scores["set"] == "counterfactual").any():
+        raise ValueError(f"{scores_path}: holds counterfactual scores; pass the counterfactual folder too")
+    if counterfactual is None and cf_unavailable is None:
+        from pipelines.counterfactual import available
+
+        cf_unavailable = available(store_path) or "no counterfactual set was given"
+    cf_note = None if counterfactual is not None else cf_unavailable
     dataset = _dataset(store_path)
     paper = dataset == "bp4d" if cfg.compare_paper is None else cfg.compare_paper
-    t1 = table1(scores, supported)
+    synth = read_parts(synth_out)
+    t1 = table1(scores, supported, synth, info["settings"])
     _write_text(out_dir / "table1.json", json.dumps(t1, indent=2))
-    md = table1_markdown(t1, paper)
+    md = "\n\n".join([summary_markdown(t1)] + [detector_markdown(d, t, paper, cf_note) for d, t in t1.items()])
     _write_text(out_dir / "table1.md", md + "\n")
     table1_frame(t1, paper).to_csv(out_dir / ".table1.csv.tmp", index=False, float_format="%.4f")
     os.replace(out_dir / ".table1.csv.tmp", out_dir / "table1.csv")
 
-    synth = read_parts(synth_out)
     images = open_images(synth_out)
     sources = synth["source_row"].to_numpy()
+    edits = {"synthetic": edit_metrics(scores, synth, supported)}
     fid = {"locality": fidelity.locality(store_path, images, sources),
            "identity": fidelity.identity(store_path, images, sources, cfg.identity_pairs, cfg.seed)}
-    edits = edit_metrics(scores, synth, supported)
-    _write_text(out_dir / "edits.json", json.dumps({"edits": edits, **fid}, indent=2))
-
-    figs = [figures.f1_gap_chart(t1, out_dir / "figures" / "f1_gap.png")]
+    figs = [figures.f1_sets_chart(t1, out_dir / "figures" / "f1_sets.png")]
+    if counterfactual is not None:
+        edits["counterfactual"] = edit_metrics(scores, synth, supported, edited_set="counterfactual")
+        fid["counterfactual_error"] = fidelity.counterfactual_error(store_path, images, open_images(counterfactual),
+                                                                    synth)
+        figs.append(figures.counterfactual_grid(store_path, images, open_images(counterfactual), synth,
+                                                out_dir / "figures" / "counterfactual_grid.png", cfg.seed))
+    _write_text(out_dir / "edits.json", json.dumps({"edits": edits, "pooled": {
+        k: {d: summarise(v) for d, v in e.items()} for k, e in edits.items()}, **fid}, indent=2))
     if cfg.checkpoint:
         figs += figures.edit_grids(cfg.checkpoint, store_path, synth, out_dir / "figures", cfg.grid_faces, cfg.seed)
+
+    policy = sorted(synth["source_policy"].unique().tolist())
     meta = {"dataset": dataset, "scores": "scores.parquet", "synthetic": str(Path(synth_out).resolve()),
-            "store": str(Path(store_path).resolve()), "frames": {s: int(scores.loc[scores["set"] == s, "frame_id"]
-                                                                       .nunique()) for s in scores["set"].unique()},
+            "counterfactual": None if counterfactual is None else str(Path(counterfactual).resolve()),
+            "counterfactual_unavailable": cf_note, "store": str(Path(store_path).resolve()),
+            "test_fold": info["test_fold"], "source_policy": policy, "settings": info["settings"],
+            "frames": {s: int(scores.loc[scores["set"] == s, "frame_id"].nunique()) for s in scores["set"].unique()},
             "checkpoint_sha256": sorted(synth["checkpoint_sha256"].unique().tolist()), "config": asdict(cfg)}
     _write_text(out_dir / "report.json", json.dumps(meta, indent=2))
     page = [f"# Table 1 report ({dataset})", "",
-            f"Real test frames: {meta['frames'].get('real', 0)}; synthetic frames: {meta['frames'].get('synthetic', 0)}.",
-            "", "## Table 1: detection on real vs synthetic frames", "", md, "",
-            "## Beyond the paper: edits, identity, locality", "", edits_markdown(edits, fid), "", "## Figures", ""]
-    page += [f"![{p.stem}](figures/{p.name})" for p in figs]
+            f"Test fold {info['test_fold']}; real test frames: {meta['frames'].get('real', 0)}; synthetic frames: "
+            f"{meta['frames'].get('synthetic', 0)} (sources drawn `{', '.join(policy)}` from the same subject); "
+            + (f"counterfactual frames: {meta['frames'].get('counterfactual', 0)}." if counterfactual is not None
+               else f"counterfactual: not available ({cf_note})."), "",
+            "## Table 1: detection on real vs synthetic frames, with the floor and the ceiling", "", md, "",
+            "## Counts", "", counts_markdown(t1), "",
+            "## Beyond the paper: edits, identity, locality", "", edits_markdown(edits), "",
+            _fidelity_markdown(fid), ""]
+    if counterfactual is not None:
+        page += ["## Against the counterfactual ground truth", "", cf_error_markdown(fid["counterfactual_error"]), ""]
+    page += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figs]
     report = out_dir / "report.md"
     _write_text(report, "\n".join(page) + "\n")
     log.info("report written to %s", report)
     return report
+
+
+def _fidelity_markdown(fid: dict) -> str:
+    loc, idn = fid.get("locality", {}), fid.get("identity", {})
+    lines = [f"Locality: largest change of any pixel outside every AU region = **{loc.get('max_change_outside_regions')}**"
+             f" over {loc.get('frames')} frames (LAC-GAN: must be 0)."]
+    if idn.get("pairs"):
+        lines.append(f"Identity (dlib descriptor distance, source vs synthetic, {idn['pairs']} pairs): mean "
+                     f"{idn['mean_distance']:.3f}, median {idn['median_distance']:.3f}, max {idn['max_distance']:.3f};"
+                     f" {100 * idn['same_person_share']:.1f}% below dlib's same-person threshold {idn['threshold']}.")
+    return "\n\n".join(lines)

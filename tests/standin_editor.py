@@ -5,7 +5,8 @@ It has the Editor's interface (`load(path, device)`, `size`, `checkpoint_sha256`
 exercise sharding, resumption and faults without training LAC-GAN. Like LAC-GAN, it rewrites only the
 targeted AU regions and composites them back, so pixels outside every region stay the source's.
 
-The checkpoint is a folder with `standin.json`: {"size": S, "seed": k, "sleep": seconds per batch}. Fault
+The checkpoint is a folder with `standin.json`: {"size": S, "seed": k, "sleep": seconds per batch, "copy": bool};
+with "copy" the editor returns its inputs unchanged (a generator that changes nothing: the unedited baseline). Fault
 hooks for tests: a file `die-once` in that folder makes the process that sees it delete it and exit
 abruptly (a worker dying mid-shard).
 """
@@ -24,10 +25,10 @@ import torch
 from lacgan.regions import attention_maps
 
 
-def write_checkpoint(path, size: int, seed: int = 0, sleep: float = 0.0) -> Path:
+def write_checkpoint(path, size: int, seed: int = 0, sleep: float = 0.0, copy: bool = False) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "standin.json").write_text(json.dumps({"size": size, "seed": seed, "sleep": sleep}))
+    (path / "standin.json").write_text(json.dumps({"size": size, "seed": seed, "sleep": sleep, "copy": copy}))
     return path
 
 
@@ -40,6 +41,7 @@ class StandInEditor:
         self.checkpoint_sha256 = hashlib.sha256(raw).hexdigest()
         self.config_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
         self.device = device
+        self.test_fold = cfg.get("test_fold")  # the fold a real model held out; None: not checked
 
     @classmethod
     def load(cls, path, device=None):
@@ -54,6 +56,8 @@ class StandInEditor:
         if die.exists():
             die.unlink()
             os._exit(1)
+        if self.config.get("copy"):
+            return np.array(images, copy=True)
         out = np.empty_like(images)
         for i in range(0, len(images), batch_size):
             time.sleep(self.config.get("sleep", 0.0))
