@@ -1,7 +1,7 @@
 """Prefect flows: the steps of the augment job and the umbrella `augment` flow, a few lines each.
 
     augment(out, preset="demo")            embedded cohort -> align -> LAC-GAN -> detectors -> plan -> generate
-                                            -> score -> report (Table 1)
+                                            -> counterfactual (cohort only) -> score -> report (Table 1)
     augment(out, preset="bp4d", bp4d_root=...)   the same on a BP4D tree with the paper presets
 
 Every step writes under `out` (layout in `Layout`) and resumes, so re-running the flow after an interruption
@@ -29,6 +29,7 @@ class AugmentPreset:
     frames_per_shard: int = 64  # synthetic frames per Zarr shard / Dask task
     identity_pairs: int = 64  # source/synthetic pairs for the identity distance
     test_fold: int = 3  # JAA-Net protocol: train on folds 1-2, test on fold 3
+    source: str = "random"  # plan sources: any other frame of the subject, or "neutral" (its least expressive)
 
 
 PRESETS: dict[str, AugmentPreset] = {
@@ -60,6 +61,7 @@ class Layout:
     detectors: str  # one weights folder per detector
     plan: str  # plan Parquet
     synth: str  # synthetic store + manifest parts
+    counterfactual: str  # counterfactual frames (embedded cohort only), synthetic-store layout
     scores: str  # long score table
     report: str  # report folder
 
@@ -67,13 +69,14 @@ class Layout:
     def under(cls, out) -> "Layout":
         out = Path(out)
         return cls(*(str(out / n) for n in ("cohort", "manifest.parquet", "aligned.zarr", "lacgan", "detectors",
-                                            "plan.parquet", "synthetic", "scores.parquet", "report")))
+                                            "plan.parquet", "synthetic", "counterfactual", "scores.parquet",
+                                            "report")))
 
 
 # ---- step flows ----------------------------------------------------------------------------------------
 @flow(name="train_lacgan")
-def train_lacgan(store: str, run_dir: str, preset: str = "demo", steps: int | None = None) -> str:
-    return t.train_lacgan(store, run_dir, preset, steps)
+def train_lacgan(store: str, run_dir: str, preset: str = "demo", steps: int | None = None, test_fold: int = 3) -> str:
+    return t.train_lacgan(store, run_dir, preset, steps, test_fold)
 
 
 @flow(name="train_detectors")
@@ -86,8 +89,8 @@ def train_detectors(store: str, out: str, detectors: dict, test_fold: int = 3) -
 
 @flow(name="plan")
 def plan(store: str, out: str, policy: str = "match-test", test_fold: int = 3, count: int = 100,
-         seed: int = 0) -> str:
-    return t.make_plan(store, out, policy, test_fold, count, seed)
+         seed: int = 0, source: str = "random") -> str:
+    return t.make_plan(store, out, policy, test_fold, count, seed, source)
 
 
 @flow(name="generate")
@@ -96,16 +99,22 @@ def generate(plan: str, store: str, checkpoint: str, out: str, workers: int = 2,
     return t.generate(plan, store, checkpoint, out, workers, scheduler, frames_per_shard)
 
 
+@flow(name="counterfactual")
+def counterfactual(plan: str, store: str, out: str) -> str | None:
+    """The plan's counterfactual frames (embedded cohort only; None where there is no renderer)."""
+    return t.counterfactual(plan, store, out)
+
+
 @flow(name="score")
 def score(store: str, synth: str, detectors: dict[str, str | None], out: str, test_fold: int = 3,
-          openface_bin: str | None = None) -> str:
-    return t.score(store, synth, detectors, out, test_fold, openface_bin)
+          openface_bin: str | None = None, counterfactual: str | None = None) -> str:
+    return t.score(store, synth, detectors, out, test_fold, openface_bin, counterfactual)
 
 
 @flow(name="report")
 def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None = None,
-           identity_pairs: int = 64) -> str:
-    md = t.report(scores, synth, store, out, checkpoint, identity_pairs)
+           identity_pairs: int = 64, counterfactual: str | None = None) -> str:
+    md = t.report(scores, synth, store, out, checkpoint, identity_pairs, counterfactual)
     t.publish_report(md)
     return md
 
@@ -127,9 +136,10 @@ def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str
     else:
         raise ValueError(f"preset {preset!r} needs bp4d_root (the root of a BP4D tree)")
     store = t.align(manifest, lay.store, p.size)
-    gan = t.train_lacgan(store, lay.lacgan, p.lacgan_preset, p.lacgan_steps)
+    gan = t.train_lacgan(store, lay.lacgan, p.lacgan_preset, p.lacgan_steps, p.test_fold)
     dets = train_detectors(store, lay.detectors, p.detectors, p.test_fold)
-    plan_path = t.make_plan(store, lay.plan, "match-test", p.test_fold)
+    plan_path = t.make_plan(store, lay.plan, "match-test", p.test_fold, source=p.source)
     synth = t.generate(plan_path, store, gan, lay.synth, workers, scheduler, p.frames_per_shard)
-    scores = t.score(store, synth, dets, lay.scores, p.test_fold, openface_bin)
-    return report(scores, synth, store, lay.report, gan, p.identity_pairs)
+    cf = t.counterfactual(plan_path, store, lay.counterfactual)
+    scores = t.score(store, synth, dets, lay.scores, p.test_fold, openface_bin, cf)
+    return report(scores, synth, store, lay.report, gan, p.identity_pairs, cf)

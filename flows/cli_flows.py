@@ -1,4 +1,4 @@
-"""`lacgan plan | generate | score | report | augment | serve`.
+"""`lacgan plan | generate | counterfactual | score | report | augment | serve`.
 
 The step commands call pipelines/ directly (no Prefect, no server); `augment` runs the umbrella Prefect flow
 in-process in Prefect's ephemeral mode; `serve` starts a local server if none is configured and serves the
@@ -23,12 +23,14 @@ def _clear_errors(func):
         from manifests.schema import ManifestError
         from pipelines.generate import GenerationError
         from pipelines.plan import PlanError
+        from pipelines.counterfactual import CounterfactualError
         from pipelines.score import ScoreError
         from pipelines.synth_store import SynthStoreError
 
         try:
             return func(args)
-        except (PlanError, GenerationError, SynthStoreError, ScoreError, StoreError, ManifestError) as e:
+        except (PlanError, GenerationError, SynthStoreError, ScoreError, StoreError, ManifestError,
+                CounterfactualError) as e:
             print(f"lacgan {args.command}: error: {e}", file=sys.stderr)
             return 2
 
@@ -53,10 +55,12 @@ def run_plan(args) -> int:
     from pipelines.plan import PlanConfig, achieved_rates, build_plan, read_plan
 
     cfg = PlanConfig(policy=args.policy, test_fold=args.test_fold, count=args.count, rates=_rates(args.rates),
-                     subjects=tuple(args.subjects.split(",")) if args.subjects else None, seed=args.seed)
+                     subjects=tuple(args.subjects.split(",")) if args.subjects else None, seed=args.seed,
+                     source=args.source)
     path = build_plan(args.store, args.out, cfg)
     df = read_plan(path)
-    print(f"plan {path}: {len(df)} synthetic frames, {df['subject'].nunique()} subjects, policy {args.policy}")
+    print(f"plan {path}: {len(df)} synthetic frames, {df['subject'].nunique()} subjects, policy {args.policy}, "
+          f"sources {args.source}")
     print(achieved_rates(df).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
@@ -77,6 +81,15 @@ def run_generate(args) -> int:
 
 
 @_clear_errors
+def run_counterfactual(args) -> int:
+    from pipelines.counterfactual import CounterfactualConfig, write_counterfactuals
+
+    out = write_counterfactuals(args.plan, args.store, args.out, CounterfactualConfig(workers=args.workers))
+    print(f"counterfactual frames of {args.plan}: {out}")
+    return 0
+
+
+@_clear_errors
 def run_score(args) -> int:
     import logging
 
@@ -87,7 +100,7 @@ def run_score(args) -> int:
     if args.openface_bin:
         specs = [DetectorSpec(s.name, s.weights, {"binary": args.openface_bin}) if s.name == "openface" else s
                  for s in specs]
-    print(score_all(args.store, args.synthetic, specs, args.out, args.test_fold))
+    print(score_all(args.store, args.synthetic, specs, args.out, args.test_fold, args.counterfactual))
     return 0
 
 
@@ -96,7 +109,7 @@ def run_report(args) -> int:
     from pipelines.report import ReportConfig, write_report
 
     cfg = ReportConfig(checkpoint=args.checkpoint, compare_paper=args.paper, identity_pairs=args.identity_pairs)
-    path = write_report(args.scores, args.synthetic, args.store, args.out, cfg)
+    path = write_report(args.scores, args.synthetic, args.store, args.out, cfg, counterfactual=args.counterfactual)
     print(f"report: {path}\n")
     print((Path(path).parent / "table1.md").read_text())
     return 0
@@ -155,6 +168,8 @@ def register(subparsers) -> None:
     p.add_argument("--count", type=int, default=100, help="balanced/rates: frames per subject")
     p.add_argument("--rates", default=None, help="AU presence rates, e.g. AU12=0.5,AU4=0.3 (balanced: default 0.5)")
     p.add_argument("--subjects", default=None, help="balanced/rates: comma-separated subjects (default all)")
+    p.add_argument("--source", choices=("random", "neutral"), default="random",
+                   help="source of each frame: any other frame of the subject, or its least expressive frames")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_plan)
 
@@ -173,6 +188,14 @@ def register(subparsers) -> None:
                                                                    "(default: LAC-GAN's Editor)")
     g.set_defaults(func=run_generate)
 
+    c = subparsers.add_parser("counterfactual", help="embedded cohort: render each plan row's source with its "
+                                                     "target AUs (the ground truth of the edit)")
+    c.add_argument("--plan", required=True)
+    c.add_argument("--store", required=True, help="aligned store of an embedded cohort")
+    c.add_argument("--out", required=True, help="output folder (synthetic-store layout; re-run to resume)")
+    c.add_argument("--workers", type=int, default=2, help="render processes")
+    c.set_defaults(func=run_counterfactual)
+
     s = subparsers.add_parser("score", help="score real test frames and synthetic frames with AU detectors")
     s.add_argument("--store", required=True)
     s.add_argument("--synthetic", required=True, help="output folder of `lacgan generate`")
@@ -180,6 +203,7 @@ def register(subparsers) -> None:
                    help="NAME=WEIGHTS_DIR (jaanet, hogsvm) or openface; repeat for several")
     s.add_argument("--out", required=True, help="SCORES.parquet")
     s.add_argument("--test-fold", type=int, default=3)
+    s.add_argument("--counterfactual", default=None, help="output folder of `lacgan counterfactual` (cohort only)")
     s.add_argument("--openface-bin", default=None, help="OpenFace FeatureExtraction binary")
     s.set_defaults(func=run_score)
 
@@ -189,6 +213,7 @@ def register(subparsers) -> None:
     r.add_argument("--store", required=True)
     r.add_argument("--out", required=True, help="report folder")
     r.add_argument("--checkpoint", default=None, help="LAC-GAN checkpoint for the Fig. 3/5 grids")
+    r.add_argument("--counterfactual", default=None, help="the counterfactual folder that was scored (cohort only)")
     r.add_argument("--paper", action=argparse.BooleanOptionalAction, default=None,
                    help="show the paper's Table 1 beside ours (default: when the dataset is BP4D)")
     r.add_argument("--identity-pairs", type=int, default=64)

@@ -5,7 +5,7 @@ process serving the deployments, so that from another shell
     prefect deployment run augment/bp4d --param bp4d_root=/data/BP4D
 
 runs the job. Served: augment/demo (embedded cohort, demo presets), augment/bp4d (paper presets; bp4d_root
-given at run time), and one deployment per step (plan/default, generate/default, score/default,
+given at run time), and one deployment per step (plan/default, generate/default, counterfactual/default, score/default,
 report/default, train_lacgan/default, train_detectors/default) whose parameters are given at run time.
 """
 
@@ -70,14 +70,15 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def deployments(out_root: str = "runs"):
-    from flows.augment import (augment, generate, plan, report, score, train_detectors, train_lacgan)
+    from flows.augment import (augment, counterfactual, generate, plan, report, score, train_detectors,
+                               train_lacgan)
 
     root = Path(out_root).resolve()
     deps = [augment.to_deployment(name="demo", parameters={"out": str(root / "demo" / "augment"), "preset": "demo"},
                                   description="augment on the embedded cohort with the demo presets"),
             augment.to_deployment(name="bp4d", parameters={"out": str(root / "bp4d"), "preset": "bp4d"},
                                   description="augment on BP4D with the paper presets; give --param bp4d_root=...")]
-    for step in (plan, generate, score, report, train_lacgan, train_detectors):
+    for step in (plan, generate, counterfactual, score, report, train_lacgan, train_detectors):
         deps.append(step.to_deployment(name="default", description=f"the {step.name} step alone"))
     return deps
 

@@ -54,9 +54,10 @@ def align(manifest: str, store: str, size: int) -> str:
 
 # ---- training ----------------------------------------------------------------------------------------------
 @task(**SUBPROCESS_RETRIES)
-def train_lacgan(store: str, run_dir: str, preset: str, steps: int | None = None) -> str:
+def train_lacgan(store: str, run_dir: str, preset: str, steps: int | None = None, test_fold: int = 3) -> str:
     """LAC-GAN training in a child process (resumes from the run directory's latest checkpoint)."""
-    args = ["train", "--store", store, "--out", run_dir, "--preset", preset, "--no-progress"]
+    args = ["train", "--store", store, "--out", run_dir, "--preset", preset, "--test-fold", str(test_fold),
+            "--no-progress"]
     run_cli(args + (["--steps", str(steps)] if steps else []))
     return run_dir
 
@@ -87,10 +88,10 @@ def train_detector(name: str, store: str, weights_dir: str, preset: str, minutes
 # ---- the augment steps -------------------------------------------------------------------------------------
 @task(**IO_RETRIES)
 def make_plan(store: str, plan: str, policy: str = "match-test", test_fold: int = 3, count: int = 100,
-              seed: int = 0) -> str:
+              seed: int = 0, source: str = "random") -> str:
     from pipelines.plan import PlanConfig, achieved_rates, build_plan, read_plan
 
-    build_plan(store, plan, PlanConfig(policy=policy, test_fold=test_fold, count=count, seed=seed))
+    build_plan(store, plan, PlanConfig(policy=policy, test_fold=test_fold, count=count, seed=seed, source=source))
     df = read_plan(plan)
     get_run_logger().info("plan %s: %d frames, %d subjects; target presence rates: %s", plan, len(df),
                           df["subject"].nunique(),
@@ -114,23 +115,36 @@ def generate(plan: str, store: str, checkpoint: str, out: str, workers: int = 2,
 
 
 @task(**IO_RETRIES)
+def counterfactual(plan: str, store: str, out: str) -> str | None:
+    """The counterfactual frames of the plan (embedded cohort only); None, with the reason logged, otherwise."""
+    from pipelines.counterfactual import CounterfactualConfig, available, write_counterfactuals
+
+    reason = available(store)
+    if reason:
+        get_run_logger().info("counterfactual frames not available: %s", reason)
+        return None
+    return str(write_counterfactuals(plan, store, out, CounterfactualConfig(workers=min(2, os.cpu_count() or 1))))
+
+
+@task(**IO_RETRIES)
 def score(store: str, synth: str, detectors: dict[str, str | None], scores: str, test_fold: int = 3,
-          openface_bin: str | None = None) -> str:
+          openface_bin: str | None = None, counterfactual: str | None = None) -> str:
     from pipelines.score import DetectorSpec, score_all
 
     specs = [DetectorSpec(name, weights) for name, weights in detectors.items()]
     if openface_bin:
         specs.append(DetectorSpec("openface", None, {"binary": openface_bin}))
-    return str(score_all(store, synth, specs, scores, test_fold))
+    return str(score_all(store, synth, specs, scores, test_fold, counterfactual))
 
 
 @task(**IO_RETRIES)
 def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None = None,
-           identity_pairs: int = 64) -> str:
+           identity_pairs: int = 64, counterfactual: str | None = None) -> str:
     from pipelines.report import ReportConfig, write_report
 
     return str(write_report(scores, synth, store, out, ReportConfig(checkpoint=checkpoint,
-                                                                    identity_pairs=identity_pairs)))
+                                                                    identity_pairs=identity_pairs),
+                            counterfactual=counterfactual))
 
 
 @task

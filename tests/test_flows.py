@@ -65,13 +65,15 @@ def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
     dets = fl.train_detectors(store, str(tmp_path / "detectors"), {"hogsvm": {"preset": "cpu"}})
     plan = fl.plan(store, str(tmp_path / "plan.parquet"))
     synth = fl.generate(plan, store, ckpt, str(tmp_path / "synth"), workers=1, frames_per_shard=16)
-    scores = fl.score(store, synth, dets, str(tmp_path / "scores.parquet"))
-    md = fl.report(scores, synth, store, str(tmp_path / "report"), ckpt, identity_pairs=4)
+    cf = fl.counterfactual(plan, store, str(tmp_path / "counterfactual"))
+    scores = fl.score(store, synth, dets, str(tmp_path / "scores.parquet"), counterfactual=cf)
+    md = fl.report(scores, synth, store, str(tmp_path / "report"), ckpt, identity_pairs=4, counterfactual=cf)
 
     t1 = json.loads((tmp_path / "report" / "table1.json").read_text())
-    assert set(t1) == {"hogsvm"} and t1["hogsvm"]["avg"]["real_f1"] is not None
+    assert set(t1) == {"hogsvm"} and t1["hogsvm"]["mean"]["real"]["f1"] is not None
+    assert t1["hogsvm"]["mean"]["counterfactual"]["n"] == t1["hogsvm"]["mean"]["synthetic"]["n"] > 0
     assert json.loads((tmp_path / "report" / "edits.json").read_text())["locality"]["max_change_outside_regions"] == 0
-    for png in ("f1_gap.png", "single_au_grid.png", "combos_grid.png"):
+    for png in ("f1_sets.png", "single_au_grid.png", "combos_grid.png", "counterfactual_grid.png"):
         assert (tmp_path / "report" / "figures" / png).stat().st_size > 1000
     assert "Table 1" in open(md).read()
     n_real = pd.read_parquet(scores).query("set == 'real'")["frame_id"].nunique()
