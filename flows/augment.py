@@ -37,7 +37,8 @@ PRESETS: dict[str, AugmentPreset] = {
     "demo": AugmentPreset(
         size=64, lacgan_preset="demo", lacgan_steps=300,
         detectors={"jaanet": {"preset": "cpu", "minutes": 6.0}, "hogsvm": {"preset": "cpu"}},
-        cohort=dict(subjects=12, tasks=4, frames=24, size=160), frames_per_shard=64, identity_pairs=32),
+        cohort=dict(subjects=12, tasks=4, frames=24, size=160), frames_per_shard=64, identity_pairs=32,
+        source="neutral"),
     # BP4D with the paper's sizes and schedules (GPU recommended).
     "bp4d": AugmentPreset(
         size=200, lacgan_preset="paper", lacgan_steps=None,

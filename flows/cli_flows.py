@@ -168,8 +168,9 @@ def register(subparsers) -> None:
     p.add_argument("--count", type=int, default=100, help="balanced/rates: frames per subject")
     p.add_argument("--rates", default=None, help="AU presence rates, e.g. AU12=0.5,AU4=0.3 (balanced: default 0.5)")
     p.add_argument("--subjects", default=None, help="balanced/rates: comma-separated subjects (default all)")
-    p.add_argument("--source", choices=("random", "neutral"), default="random",
-                   help="source of each frame: any other frame of the subject, or its least expressive frames")
+    p.add_argument("--source", choices=("random", "neutral", "sequence-random", "sequence-neutral"),
+                   default="random", help="source of each frame: any other frame of the subject, or its least "
+                   "expressive frames; sequence-*: within the target frame's own sequence (see docs/pipeline.md)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_plan)
 

@@ -48,6 +48,24 @@ def test_neutral_sources_are_each_subjects_least_expressive_frames(store, policy
     assert (make_plan(store, PlanConfig(policy=policy, count=10, seed=3))["source_policy"] == "random").all()
 
 
+@pytest.mark.parametrize("source", ["sequence-random", "sequence-neutral"])
+def test_sequence_sources_stay_in_the_target_frames_sequence(store, source):
+    frames = store_frames(store).set_index("row_id")
+    lab = frames[list(AU_COLUMNS)].to_numpy()
+    frames["expressive"] = (lab == 1).sum(1) + 0.5 * (lab == -1).sum(1)
+    plan = make_plan(store, PlanConfig(policy="match-test", test_fold=3, seed=4, source=source))
+    src, tgt = frames.loc[plan["source_row"]], frames.loc[plan["target_row"]]
+    assert (src["task"].to_numpy() == tgt["task"].to_numpy()).all()
+    assert (src["subject"].to_numpy() == tgt["subject"].to_numpy()).all()
+    if source == "sequence-neutral":
+        ok = frames[frames["ok"]]
+        for s_row, t_row in zip(plan["source_row"], plan["target_row"]):
+            seq = ok[(ok["subject"] == frames.at[t_row, "subject"]) & (ok["task"] == frames.at[t_row, "task"])]
+            assert frames.at[s_row, "expressive"] == seq.drop(index=t_row)["expressive"].min()
+    bal = make_plan(store, PlanConfig(policy="balanced", count=12, seed=4, source=source))
+    assert (frames.loc[bal["source_row"], "task"].to_numpy() == bal["task"].to_numpy()).all()
+
+
 def test_plan_records_its_config(store, tmp_path):
     from pipelines.plan import plan_config
 
