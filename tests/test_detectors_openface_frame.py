@@ -85,6 +85,12 @@ def test_parse_image_csv_no_face_and_broken_files(tmp_path):
     bad = _image_csv(tmp_path, [(0, "0.9", ["n/a"] + au_values(1)[1:])])  # AU01_r unreadable
     with pytest.raises(OpenFaceCsvError, match="non-numeric"):
         parse_image_csv(bad)
+    cut = _image_csv(tmp_path, [(0, "0.9", au_values(1)[:5])])  # a row cut short (a crash while writing)
+    with pytest.raises(OpenFaceCsvError, match="wrong number of fields"):
+        parse_image_csv(cut)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(OpenFaceCsvError, match="empty CSV"):
+        parse_image_csv(tmp_path / "empty.csv")
 
 
 # ---- with the stand-in --------------------------------------------------------------------------------------
