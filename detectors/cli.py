@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from detectors.openface_config import GROUPINGS, OpenFaceConfig, settings_for
+
 TRAINABLE = ("jaanet", "hogsvm")
 ALL = ("jaanet", "hogsvm", "openface")
 
@@ -32,13 +34,23 @@ def register(subparsers) -> None:
     which = s.add_mutually_exclusive_group()
     which.add_argument("--fold", type=int, default=None, help="score only this fold")
     which.add_argument("--rows", choices=("all",), default="all", help="score every aligned row (default)")
-    s.add_argument("--openface-bin", default=None,
-                   help="FeatureExtraction path (else $OPENFACE_FEATURE_EXTRACTION, else PATH)")
-    s.add_argument("--grouping", choices=("sequence", "static"), default="sequence",
-                   help="openface: dynamic models per subject-task sequence, or static models (-au_static)")
-    s.add_argument("--openface-model", default=None, help="openface -mloc, e.g. model/main_clnf_general.txt")
-    s.add_argument("--timeout", type=float, default=900.0, help="openface: seconds per sequence")
+    add_openface_args(s)
     s.set_defaults(func=_clean_errors(_score))
+
+
+def add_openface_args(p, what: str = "openface") -> None:
+    """OpenFace's options, shared by `detect score`, `score` and `augment`; unset ones take OpenFaceConfig's
+    defaults (detectors.openface_config.settings_for)."""
+    d = OpenFaceConfig()
+    p.add_argument("--openface-bin", default=None, help=f"{what}: FeatureExtraction, or the folder of OpenFace's "
+                   "executables (else $OPENFACE_FEATURE_EXTRACTION, else PATH); --grouping frame uses the "
+                   "FaceLandmarkImg beside it")
+    p.add_argument("--grouping", choices=GROUPINGS, default=None,
+                   help=f"openface: 'sequence' (default {d.grouping!r}): dynamic models per subject-task; 'static': "
+                        "-au_static (still a sequence: 7-frame vote); 'frame': FaceLandmarkImg, every frame alone")
+    p.add_argument("--openface-model", default=None, help="openface -mloc, e.g. model/main_clnf_general.txt")
+    p.add_argument("--timeout", type=float, default=None,
+                   help=f"openface: seconds per OpenFace call, a sequence or a batch of frames (default {d.timeout:g})")
 
 
 def _clean_errors(fn):
@@ -75,22 +87,22 @@ def _train(args) -> int:
 
 def _score(args) -> int:
     from detectors.base import load_detector, write_scores
+    from detectors.failures import require_scored, summarise_failures
     from detectors.frames import FrameSource
     from detectors.metrics import au_metrics, format_table
 
     settings = {}
     if args.detector == "openface":
-        settings = {"binary": args.openface_bin, "grouping": args.grouping, "model": args.openface_model,
-                    "timeout": args.timeout}
+        settings = settings_for(args.openface_bin, args.openface_model, args.grouping, args.timeout)
     elif args.weights is None:
         print(f"error: --detector {args.detector} needs --weights DIR", file=sys.stderr)
         return 2
     det = load_detector(args.detector, args.weights, **settings)
     frames = FrameSource.from_store(args.store, fold=args.fold)
-    df = det.score(frames)
+    df = require_scored(det.score(frames), det.name)  # every frame failed: one line, exit 2, nothing written
     write_scores(df, args.out, det)
-    bad = df.loc[df["status"] != "ok", "frame_id"].nunique()
-    print(f"{det.name}: {len(frames)} frames scored -> {args.out}" + (f" ({bad} frames failed)" if bad else ""))
+    failed = summarise_failures(df)
+    print(f"{det.name}: {len(frames)} frames scored -> {args.out}" + (f" ({failed})" if failed else ""))
     if frames.labels is not None and len(frames):
         what = f"fold {args.fold}" if args.fold is not None else "all rows (includes training folds)"
         print(format_table(au_metrics(frames.labels, df, det.supported_aus, frames.frame_ids),

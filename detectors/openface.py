@@ -1,171 +1,88 @@
-"""OpenFace 2.x as a Detector: runs the user's own `FeatureExtraction` binary per sequence and parses its CSV.
+"""OpenFace 2.x as a Detector: runs the user's own OpenFace executables and parses their CSVs.
 
-The project never builds or downloads OpenFace. The binary is found, in this order, from
-  1. the `binary` setting (`lacgan detect score --detector openface --openface-bin PATH`),
-  2. the environment variable OPENFACE_FEATURE_EXTRACTION,
-  3. `FeatureExtraction` on PATH.
+The project never builds or downloads OpenFace. `grouping` says how frames are put to OpenFace, and the same
+grouping must score real and synthetic frames (it is recorded in every score file, `settings()["grouping"]`):
 
-Each sequence (one subject-task) is written as zero-padded PNGs (so lexicographic order is temporal order) to a
-folder and run with `-fdir`. OpenFace's AU outputs cover AUs 1 2 4 5 6 7 9 10 12 14 15 17 20 23 25 26 45
-(`AUxx_r`, intensity 0..5) and those plus 28 (`AUxx_c`, presence); AU24 is not among them, so this detector
-supports 11 of BP4D's 12 AUs. score = AUxx_r, present = AUxx_c.
+- "sequence" (default): one `FeatureExtraction -fdir` run per subject-task. Its dynamic AU models calibrate per
+  person over the sequence, and OpenFace smooths `AUxx_c` with a 7-frame majority vote.
+- "static": the same runs with `-au_static`. Still a sequence: the 7-frame vote remains.
+- "frame": `FaceLandmarkImg -fdir` on batches of `batch` frames: every frame is decided on its own (static AU
+  models, no temporal context). Synthetic neighbours are independent edits, real neighbours near-duplicates,
+  so only this grouping decides each synthetic frame by itself. Batching pays OpenFace's start-up (1.3-2.4 s
+  per call on 2.0.6 installs, model loading) once per batch, not per frame.
 
-`grouping`: "sequence" (default) uses OpenFace's dynamic models, which calibrate per person over the whole
-sequence; "static" passes `-au_static`. Score real and synthetic frames with the same grouping; the choice is
-recorded in the score table's metadata (`settings()["grouping"]`).
+Executables are found, in this order: FeatureExtraction from the `binary` setting (`--openface-bin`), the
+environment variable OPENFACE_FEATURE_EXTRACTION, then PATH. FaceLandmarkImg from the `image_binary` setting,
+OPENFACE_FACE_LANDMARK_IMG, next to the FeatureExtraction given by `binary` or OPENFACE_FEATURE_EXTRACTION,
+then PATH. `binary` may also be the folder holding OpenFace's executables.
 
 Failures are reported per frame in the `status` column, never as zero scores: a missing binary at run time,
-a non-zero exit or a timeout (both retried), a CSV with missing columns, frames the CSV has no row for, and
-frames where OpenFace found no face (`success` 0). Other sequences are still scored.
+a non-zero exit or a timeout (retried unless the failure is a known configuration error), a CSV with missing
+columns, frames without a row (sequence) or without a CSV (frame: no face found), frames where OpenFace tracked
+no face (`success` 0). Other sequences and batches are still scored. Statuses are stable strings (work paths
+replaced by `<work>`), so failures can be counted per reason (`detectors.failures`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from detectors.base import scores_table
 from detectors.frames import FrameSource
-from manifests.aus import AUS
+from detectors.openface_config import TEMPORAL_CONTEXT, OpenFaceConfig
+from detectors.openface_run import (SUPPORTED, OpenFaceCsvError, build_command, build_image_command, parse_csv,
+                                    parse_image_csv, run_command, write_frames)
 
 ENV_VAR = "OPENFACE_FEATURE_EXTRACTION"
 BINARY_NAME = "FeatureExtraction"
-AUS_R: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)  # AUxx_r columns
-AUS_C: tuple[int, ...] = AUS_R + (28,)  # AUxx_c columns
-SUPPORTED: tuple[int, ...] = tuple(a for a in AUS if a in AUS_R and a in AUS_C)  # BP4D's 12 minus AU24
+IMG_ENV_VAR = "OPENFACE_FACE_LANDMARK_IMG"
+IMG_BINARY_NAME = "FaceLandmarkImg"
 
 
 class OpenFaceNotFound(FileNotFoundError):
-    """No FeatureExtraction binary could be found; the message names all three ways to point at one."""
+    """No OpenFace executable could be found; the message names every way to point at one."""
 
 
-class OpenFaceCsvError(ValueError):
-    """An OpenFace CSV that cannot be used (missing file or columns); the message names the file."""
+def _executable(p: Path) -> bool:
+    return p.is_file() and os.access(p, os.X_OK)
 
 
-@dataclass(frozen=True)
-class OpenFaceConfig:
-    binary: str | None = None  # path to FeatureExtraction; else $OPENFACE_FEATURE_EXTRACTION, else PATH
-    grouping: str = "sequence"  # "sequence": dynamic AU models per subject-task; "static": -au_static
-    model: str | None = None  # -mloc, e.g. "model/main_clnf_general.txt" for installs without CE-CLM experts
-    timeout: float = 900.0  # seconds per sequence before the run is killed
-    retries: int = 1  # extra attempts after a non-zero exit or a timeout
-    workdir: str | None = None  # where frames and CSVs go; a temporary folder (deleted after) when None
-
-
-def find_binary(setting: str | None = None) -> Path:
-    """The FeatureExtraction executable from the setting, $OPENFACE_FEATURE_EXTRACTION or PATH."""
+def find_binary(setting: str | None = None, name: str = BINARY_NAME, env_var: str = ENV_VAR,
+                near: tuple[str | None, ...] = ()) -> Path:
+    """The executable `name` from `setting` (a file, or a folder holding `name`), $`env_var`, next to the
+    files/folders in `near`, or PATH; OpenFaceNotFound lists what was tried."""
     tried = []
-    for source, value in (("setting", setting), (f"${ENV_VAR}", os.environ.get(ENV_VAR))):
+    for source, value in (("setting", setting), (f"${env_var}", os.environ.get(env_var))):
         if value:
             p = Path(value).expanduser()
-            if p.is_file() and os.access(p, os.X_OK):
+            p = p / name if p.is_dir() else p
+            if _executable(p):
                 return p
             tried.append(f"{source} = {value} (not an executable file)")
-    found = shutil.which(BINARY_NAME)
+    for value in filter(None, near):
+        p = Path(value).expanduser()
+        p = (p if p.is_dir() else p.parent) / name
+        if _executable(p):
+            return p
+        tried.append(f"{p} (next to {value}: absent)")
+    found = shutil.which(name)
     if found:
         return Path(found)
-    tried.append(f"{BINARY_NAME} on PATH (not found)")
+    tried.append(f"{name} on PATH (not found)")
+    how = ("the --openface-bin PATH option (setting `binary`)" if name == BINARY_NAME else
+           f"the setting `image_binary`, {name} in the folder of --openface-bin / ${ENV_VAR}")
     raise OpenFaceNotFound(
-        "OpenFace 2.x FeatureExtraction not found. Point the project at your install in one of three ways: "
-        f"the --openface-bin PATH option (setting `binary`), the environment variable {ENV_VAR}=PATH, or put "
-        f"the folder holding {BINARY_NAME} on PATH. The project never builds or downloads OpenFace. "
-        f"Tried: {'; '.join(tried)}")
-
-
-def build_command(binary, frames_dir, out_dir, name: str = "seq", static: bool = False,
-                  model: str | None = None) -> list[str]:
-    """Argument list for one sequence folder: writes `<out_dir>/<name>.csv` with AU outputs only."""
-    cmd = [str(binary), "-fdir", str(frames_dir), "-out_dir", str(out_dir), "-of", name, "-aus"]
-    if static:
-        cmd.append("-au_static")
-    if model:
-        cmd += ["-mloc", str(model)]
-    return cmd
-
-
-@dataclass(frozen=True)
-class RunResult:
-    ok: bool
-    reason: str  # "ok" or why the run failed (last attempt)
-    attempts: int
-
-
-def run_command(cmd: list[str], timeout: float, retries: int = 1, backoff: float = 1.0) -> RunResult:
-    """Run without a shell; retry non-zero exits and timeouts (transient on busy machines); a missing or
-    non-executable binary is not retried."""
-    reason = ""
-    for attempt in range(1, retries + 2):
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            reason = f"openface: timed out after {timeout:g} s"
-        except OSError as e:  # FileNotFoundError, PermissionError
-            return RunResult(False, f"openface: cannot run {cmd[0]}: {e.strerror or e}", attempt)
-        else:
-            if proc.returncode == 0:
-                return RunResult(True, "ok", attempt)
-            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-            reason = f"openface: exit code {proc.returncode}: {' | '.join(tail)[:300]}"
-        if attempt <= retries:
-            time.sleep(backoff * attempt)
-    return RunResult(False, reason, retries + 1)
-
-
-def parse_csv(path, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """OpenFace CSV -> (score (n, 11), present (n, 11), status (n,)) for frames 1..n_frames in SUPPORTED order.
-    Frames without a row or with success 0 get NaN scores, present 0 and a status saying why."""
-    path = Path(path)
-    if not path.exists():
-        raise OpenFaceCsvError(f"{path}: OpenFace wrote no CSV")
-    try:
-        df = pd.read_csv(path, skipinitialspace=True)  # 2.0.x separates fields with ", "
-    except Exception as e:
-        raise OpenFaceCsvError(f"{path}: unreadable CSV ({e})") from e
-    df.columns = [c.strip() for c in df.columns]
-    need = ["frame", "success"] + [f"AU{a:02d}_r" for a in SUPPORTED] + [f"AU{a:02d}_c" for a in SUPPORTED]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise OpenFaceCsvError(f"{path}: CSV lacks columns {missing[:6]}{' ...' if len(missing) > 6 else ''}")
-    if "face_id" in df.columns:  # several faces per image: keep the first face's row
-        df = df.sort_values(["frame", "face_id"]).drop_duplicates("frame")
-    score = np.full((n_frames, len(SUPPORTED)), np.nan, np.float32)
-    present = np.zeros((n_frames, len(SUPPORTED)), np.int8)
-    status = np.full(n_frames, f"openface: no CSV row for this frame ({len(df)} rows for {n_frames} frames)",
-                     dtype=object)
-    idx = df["frame"].to_numpy(int) - 1  # 1-based
-    inside = (idx >= 0) & (idx < n_frames)
-    df, idx = df[inside], idx[inside]
-    ok = df["success"].to_numpy(int) == 1
-    r = df[[f"AU{a:02d}_r" for a in SUPPORTED]].to_numpy(np.float32)
-    c = df[[f"AU{a:02d}_c" for a in SUPPORTED]].to_numpy(np.float32)
-    score[idx[ok]] = r[ok]
-    present[idx[ok]] = (c[ok] > 0.5).astype(np.int8)
-    status[idx[ok]] = "ok"
-    status[idx[~ok]] = "openface: no face tracked (success 0)"
-    return score, present, status
-
-
-def write_frames(images: np.ndarray, folder: Path) -> list[Path]:
-    """Frames as 000001.png, 000002.png, ... (lexicographic = temporal)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, im in enumerate(images, start=1):
-        p = folder / f"{i:06d}.png"
-        if not cv2.imwrite(str(p), cv2.cvtColor(im, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{p}: could not write frame")
-        paths.append(p)
-    return paths
+        f"OpenFace 2.x {name} not found. Point the project at your install: {how}, the environment variable "
+        f"{env_var}=PATH, or put the folder holding {name} on PATH. The project never builds or downloads "
+        f"OpenFace. Tried: {'; '.join(tried)}")
 
 
 class OpenFaceDetector:
@@ -173,18 +90,22 @@ class OpenFaceDetector:
     supported_aus = SUPPORTED
 
     def __init__(self, cfg: OpenFaceConfig, binary: Path):
-        if cfg.grouping not in ("sequence", "static"):
-            raise ValueError(f"openface: grouping must be 'sequence' or 'static', got {cfg.grouping!r}")
-        self.cfg, self.binary = cfg, binary
+        self.cfg, self.binary = cfg, binary  # binary: FaceLandmarkImg for grouping "frame", else FeatureExtraction
 
     @classmethod
     def load(cls, weights_dir=None, **settings) -> "OpenFaceDetector":
         """`weights_dir` is unused (OpenFace ships its own models); settings are OpenFaceConfig fields."""
         cfg = OpenFaceConfig(**settings)
-        return cls(cfg, find_binary(cfg.binary))
+        if cfg.grouping == "frame":
+            binary = find_binary(cfg.image_binary, IMG_BINARY_NAME, IMG_ENV_VAR, (cfg.binary, os.environ.get(ENV_VAR)))
+        else:
+            binary = find_binary(cfg.binary)
+        return cls(cfg, binary)
 
     def settings(self) -> dict:
-        return {**asdict(self.cfg), "binary": str(self.binary), "au_models": "static" if self.static else "dynamic"}
+        return {**asdict(self.cfg), "executable": str(self.binary),
+                "au_models": "dynamic" if self.cfg.grouping == "sequence" else "static",
+                "temporal_context": TEMPORAL_CONTEXT[self.cfg.grouping]}
 
     @property
     def static(self) -> bool:
@@ -201,18 +122,46 @@ class OpenFaceDetector:
         try:
             return parse_csv(work / "out" / "seq.csv", n)
         except OpenFaceCsvError as e:
-            return _failed(n, f"openface: {e}")
+            return _failed(n, f"openface: {e.problem}")
+
+    def score_batch(self, images: np.ndarray, work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Independent frames, one FaceLandmarkImg call -> (score, present, status), in the order given. Image k is
+        written as 00000k.bmp and read back from out/00000k.csv. After a failed call (crash, timeout), CSVs of the
+        images OpenFace finished are still used; the rest get the call's failure reason."""
+        n = len(images)
+        # BMP: lossless like PNG, no compression cost, and simple enough for the test stand-in to read pixels
+        names = [p.stem for p in write_frames(images, work / "frames", ext="bmp")]
+        res = run_command(build_image_command(self.binary, work / "frames", work / "out", self.cfg.model),
+                          self.cfg.timeout, self.cfg.retries)
+        score, present = np.full((n, len(SUPPORTED)), np.nan, np.float32), np.zeros((n, len(SUPPORTED)), np.int8)
+        status = np.full(n, res.reason, dtype=object)
+        for k, stem in enumerate(names):
+            csv = work / "out" / f"{stem}.csv"
+            if not res.ok and not csv.exists():
+                continue
+            try:
+                score[k], present[k], status[k] = parse_image_csv(csv)
+            except OpenFaceCsvError as e:
+                status[k] = f"openface: {e.problem}"
+        return score, present, status
 
     def score(self, frames: FrameSource) -> pd.DataFrame:
         root = Path(self.cfg.workdir) if self.cfg.workdir else Path(tempfile.mkdtemp(prefix="openface-"))
+        if self.cfg.grouping == "frame":
+            pos = np.arange(len(frames))
+            groups = [pos[i:i + self.cfg.batch] for i in range(0, len(frames), self.cfg.batch)]
+            run, what, prefix = self.score_batch, "frame batches", "batch"
+        else:
+            groups = list(frames.sequence_groups().values())
+            run, what, prefix = self.score_sequence, "sequences", "seq"
         parts = []
         try:
-            groups = frames.sequence_groups()
-            for k, (key, pos) in enumerate(tqdm(groups.items(), desc="openface: sequences", leave=False)):
-                work = root / f"seq{k:05d}"
+            for k, idx in enumerate(tqdm(groups, desc=f"openface: {what}", leave=False)):
+                work = root / f"{prefix}{k:05d}"
                 shutil.rmtree(work, ignore_errors=True)
-                s, p, st = self.score_sequence(frames.read(pos), work)
-                parts.append(scores_table(frames.frame_ids[pos], SUPPORTED, s, p, st))
+                s, p, st = run(frames.read(idx), work)
+                st = np.array([x.replace(str(work), "<work>") for x in st], dtype=object)  # stable reasons
+                parts.append(scores_table(frames.frame_ids[idx], SUPPORTED, s, p, st))
                 if not self.cfg.workdir:
                     shutil.rmtree(work, ignore_errors=True)
         finally:

@@ -16,7 +16,10 @@ from pathlib import Path
 
 from prefect import flow
 
+from detectors.openface_config import Grouping, OpenFaceConfig, optional_settings
 from flows import tasks as t
+
+OPENFACE = OpenFaceConfig()  # defaults of the OpenFace parameters below (configured in detectors/openface_config)
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,12 @@ def counterfactual(plan: str, store: str, out: str) -> str | None:
 
 @flow(name="score")
 def score(store: str, synth: str, detectors: dict[str, str | None], out: str, test_fold: int = 3,
-          openface_bin: str | None = None, counterfactual: str | None = None) -> str:
-    return t.score(store, synth, detectors, out, test_fold, openface_bin, counterfactual)
+          openface_bin: str | None = None, openface_model: str | None = OPENFACE.model,
+          openface_grouping: Grouping = OPENFACE.grouping, openface_timeout: float = OPENFACE.timeout,
+          counterfactual: str | None = None) -> str:
+    """`openface_*`: also score with OpenFace (see `augment`); `counterfactual`: the plan's counterfactual set."""
+    openface = optional_settings(openface_bin, openface_model, openface_grouping, openface_timeout)
+    return t.score(store, synth, detectors, out, test_fold, openface, counterfactual)
 
 
 @flow(name="report")
@@ -123,11 +130,15 @@ def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None
 # ---- the umbrella flow -----------------------------------------------------------------------------------
 @flow(name="augment")
 def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str | None = None, workers: int = 2,
-            scheduler: str | None = None, openface_bin: str | None = None) -> str:
-    """The whole job; returns the path of the report's report.md. `openface_bin`: also score with OpenFace
-    2.x's FeatureExtraction at that path (the project never builds it)."""
+            scheduler: str | None = None, openface_bin: str | None = None, openface_model: str | None = OPENFACE.model,
+            openface_grouping: Grouping = OPENFACE.grouping, openface_timeout: float = OPENFACE.timeout) -> str:
+    """The whole job; returns the path of the report's report.md. `openface_bin`: also score with the user's
+    OpenFace 2.x (FeatureExtraction, or the folder of its executables; the project never builds it), real and
+    synthetic frames alike, with `-mloc openface_model`, `openface_grouping` ("sequence", "static", or "frame":
+    FaceLandmarkImg, every frame alone) and `openface_timeout` seconds per OpenFace call."""
     if preset not in PRESETS:
         raise ValueError(f"unknown augment preset {preset!r}; choose one of {sorted(PRESETS)}")
+    openface = optional_settings(openface_bin, openface_model, openface_grouping, openface_timeout)  # check now
     p, lay = PRESETS[preset], Layout.under(out)
     Path(out).mkdir(parents=True, exist_ok=True)
     if bp4d_root:
@@ -142,5 +153,5 @@ def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str
     plan_path = t.make_plan(store, lay.plan, "match-test", p.test_fold, source=p.source)
     synth = t.generate(plan_path, store, gan, lay.synth, workers, scheduler, p.frames_per_shard)
     cf = t.counterfactual(plan_path, store, lay.counterfactual)
-    scores = t.score(store, synth, dets, lay.scores, p.test_fold, openface_bin, cf)
+    scores = t.score(store, synth, dets, lay.scores, p.test_fold, openface, cf)
     return report(scores, synth, store, lay.report, gan, p.identity_pairs, cf)

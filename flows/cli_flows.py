@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from detectors.cli import add_openface_args
+
 
 def _clear_errors(func):
     """Known bad-input errors (bad plan, missing checkpoint or weights, incomplete store) print one line, exit 2."""
@@ -19,6 +21,9 @@ def _clear_errors(func):
 
     @functools.wraps(func)
     def run(args) -> int:
+        from detectors.failures import DetectorFailed
+        from detectors.openface import OpenFaceNotFound
+        from detectors.openface_config import OpenFaceSettingsError
         from manifests.aligned import StoreError
         from manifests.schema import ManifestError
         from pipelines.generate import GenerationError
@@ -29,8 +34,8 @@ def _clear_errors(func):
 
         try:
             return func(args)
-        except (PlanError, GenerationError, SynthStoreError, ScoreError, StoreError, ManifestError,
-                CounterfactualError) as e:
+        except (PlanError, GenerationError, SynthStoreError, ScoreError, StoreError, ManifestError, DetectorFailed,
+                OpenFaceNotFound, OpenFaceSettingsError, CounterfactualError) as e:
             print(f"lacgan {args.command}: error: {e}", file=sys.stderr)
             return 2
 
@@ -93,13 +98,13 @@ def run_counterfactual(args) -> int:
 def run_score(args) -> int:
     import logging
 
+    from detectors.openface_config import settings_for
     from pipelines.score import DetectorSpec, score_all
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    openface = settings_for(args.openface_bin, args.openface_model, args.grouping, args.timeout)
     specs = [DetectorSpec.parse(d) for d in args.detector]
-    if args.openface_bin:
-        specs = [DetectorSpec(s.name, s.weights, {"binary": args.openface_bin}) if s.name == "openface" else s
-                 for s in specs]
+    specs = [DetectorSpec(s.name, s.weights, openface) if s.name == "openface" else s for s in specs]
     print(score_all(args.store, args.synthetic, specs, args.out, args.test_fold, args.counterfactual))
     return 0
 
@@ -135,16 +140,22 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+@_clear_errors
 def run_augment(args) -> int:
     import time
 
+    from detectors.openface_config import optional_settings
+
+    optional_settings(args.openface_bin, args.openface_model, args.grouping, args.timeout)  # bad options: now
     _sigterm_as_interrupt()
     prefect_env(Path(args.out).parent / ".prefect")
     from flows.augment import augment
 
+    openface = {k: v for k, v in (("openface_model", args.openface_model), ("openface_grouping", args.grouping),
+                                  ("openface_timeout", args.timeout)) if v is not None}  # else the flow's defaults
     t0 = time.perf_counter()
     path = augment(out=args.out, preset=args.preset, bp4d_root=args.bp4d_root, workers=args.workers,
-                   scheduler=args.scheduler, openface_bin=args.openface_bin)
+                   scheduler=args.scheduler, openface_bin=args.openface_bin, **openface)
     minutes = (time.perf_counter() - t0) / 60
     print(f"\naugment finished in {minutes:.1f} min; report: {path}\n")
     print((Path(path).parent / "table1.md").read_text())
@@ -205,7 +216,7 @@ def register(subparsers) -> None:
     s.add_argument("--out", required=True, help="SCORES.parquet")
     s.add_argument("--test-fold", type=int, default=3)
     s.add_argument("--counterfactual", default=None, help="output folder of `lacgan counterfactual` (cohort only)")
-    s.add_argument("--openface-bin", default=None, help="OpenFace FeatureExtraction binary")
+    add_openface_args(s, "--detector openface")  # real and synthetic frames get the same OpenFace settings
     s.set_defaults(func=run_score)
 
     r = subparsers.add_parser("report", help="Table 1 report (Markdown, CSV, JSON, figures) from a score table")
@@ -226,7 +237,7 @@ def register(subparsers) -> None:
     a.add_argument("--bp4d-root", default=None, help="BP4D tree (preset bp4d)")
     a.add_argument("--workers", type=int, default=2, help="Dask workers for generation")
     a.add_argument("--scheduler", default=None, help="existing Dask scheduler address for generation")
-    a.add_argument("--openface-bin", default=None, help="also score with OpenFace's FeatureExtraction")
+    add_openface_args(a, "also score with OpenFace")
     a.set_defaults(func=run_augment)
 
     v = subparsers.add_parser("serve", help="serve the deployments (starts a local Prefect server if none is set)")

@@ -3,10 +3,14 @@ process serving the deployments, so that from another shell
 
     prefect deployment run augment/demo
     prefect deployment run augment/bp4d --param bp4d_root=/data/BP4D
+    prefect deployment run augment/demo --param openface_bin=/opt/OpenFace/build/bin \
+        --param openface_grouping=frame --param openface_model=model/main_clnf_general.txt
 
-runs the job. Served: augment/demo (embedded cohort, demo presets), augment/bp4d (paper presets; bp4d_root
-given at run time), and one deployment per step (plan/default, generate/default, counterfactual/default, score/default,
-report/default, train_lacgan/default, train_detectors/default) whose parameters are given at run time.
+runs the job (OpenFace parameters: openface_bin, openface_model, openface_grouping "sequence" | "static" |
+"frame", openface_timeout; Prefect checks their types). Served: augment/demo (embedded cohort, demo presets),
+augment/bp4d (paper presets; bp4d_root given at run time), and one deployment per step (plan/default,
+generate/default, counterfactual/default, score/default, report/default, train_lacgan/default, train_detectors/default) whose parameters
+are given at run time.
 """
 
 from __future__ import annotations

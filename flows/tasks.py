@@ -126,14 +126,22 @@ def counterfactual(plan: str, store: str, out: str) -> str | None:
     return str(write_counterfactuals(plan, store, out, CounterfactualConfig(workers=min(2, os.cpu_count() or 1))))
 
 
-@task(**IO_RETRIES)
+def _retry_unless_detector_failed(task, task_run, state) -> bool:
+    """A detector that failed on every frame fails the same way again (e.g. a missing OpenFace model): no retry."""
+    from detectors.failures import DetectorFailed
+
+    return not isinstance(state.result(raise_on_failure=False), DetectorFailed)
+
+
+@task(**IO_RETRIES, retry_condition_fn=_retry_unless_detector_failed)
 def score(store: str, synth: str, detectors: dict[str, str | None], scores: str, test_fold: int = 3,
-          openface_bin: str | None = None, counterfactual: str | None = None) -> str:
+          openface: dict | None = None, counterfactual: str | None = None) -> str:
+    """`openface`: OpenFace settings (detectors.openface_config.settings_for) when it is scored too, else None."""
     from pipelines.score import DetectorSpec, score_all
 
     specs = [DetectorSpec(name, weights) for name, weights in detectors.items()]
-    if openface_bin:
-        specs.append(DetectorSpec("openface", None, {"binary": openface_bin}))
+    if openface:
+        specs.append(DetectorSpec("openface", None, openface))
     return str(score_all(store, synth, specs, scores, test_fold, counterfactual))
 
 

@@ -183,6 +183,7 @@ def score_all(store_path, synth_out, detectors: list[DetectorSpec], out_path, te
               counterfactual=None) -> Path:
     """Score real, synthetic (and counterfactual) frames with every detector into one long Parquet table."""
     from detectors.base import load_detector
+    from detectors.failures import require_scored, summarise_failures
 
     out_path = Path(out_path)
     if not detectors:
@@ -204,16 +205,18 @@ def score_all(store_path, synth_out, detectors: list[DetectorSpec], out_path, te
                 det = det or load_detector(spec.name, spec.weights, **spec.settings)
                 log.info("scoring %d %s frames with %s", len(frames), set_name, spec.name)
                 meta = {b"lacgan.supported_aus": json.dumps({spec.name: [int(a) for a in det.supported_aus]}).encode(),
-                        b"lacgan.settings": json.dumps({spec.name: det.settings()}, default=str).encode(),
-                        b"lacgan.fingerprint": fp}
-                _write(_long(det.score(frames), frames, set_name, spec.name), part, meta)
+                        b"lacgan.fingerprint": fp,
+                        b"lacgan.settings": json.dumps({spec.name: det.settings()}, default=str).encode()}
+                scored = require_scored(det.score(frames), spec.name, f"{set_name} frames")  # all failed: stop
+                if failed := summarise_failures(scored):  # partial failures: counted in the report, logged here
+                    log.warning("%s on %s frames: %s", spec.name, set_name, failed)
+                _write(_long(scored, frames, set_name, spec.name), part, meta)
             table = pq.read_table(part)
-            part_meta = table.schema.metadata
-            supported.update(json.loads(part_meta[b"lacgan.supported_aus"]))
-            settings.update(json.loads(part_meta.get(b"lacgan.settings", b"{}")))
+            supported.update(json.loads(table.schema.metadata[b"lacgan.supported_aus"]))
+            settings.update(json.loads(table.schema.metadata.get(b"lacgan.settings", b"{}")))
             parts.append(table.to_pandas())
     meta = {b"lacgan.supported_aus": json.dumps(supported).encode(), b"lacgan.test_fold": str(test_fold).encode(),
-            b"lacgan.settings": json.dumps(settings, default=str).encode(),
+            b"lacgan.settings": json.dumps(settings, default=str).encode(),  # {detector: settings()}, e.g. grouping
             b"lacgan.sets": json.dumps({k: str(Path(v).resolve()) for k, v in
                                         (("synthetic", synth_out), ("counterfactual", counterfactual)) if v}).encode()}
     return _write(pd.concat(parts, ignore_index=True), out_path, meta)

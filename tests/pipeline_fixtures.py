@@ -74,3 +74,17 @@ def train_smoke_lacgan(store, out) -> str:
                "--no-progress"])
     assert rc == 0
     return str(out)
+
+
+def make_synthetic(tmp_path, size: int = 32, frames: int = 10):
+    """A hand-made store and its match-test synthetic set made by the TEST STAND-IN editor (standin_editor), in
+    about a second: for tests of scoring. Returns (store path, synthetic output folder)."""
+    from pipelines.generate import GenerateConfig, generate
+    from pipelines.plan import PlanConfig, build_plan
+    from standin_editor import write_checkpoint
+
+    store = make_store(tmp_path, size=size, frames=frames)
+    plan = build_plan(store, tmp_path / "plan.parquet", PlanConfig(policy="match-test", test_fold=3))
+    generate(plan, store, write_checkpoint(tmp_path / "ck", size), tmp_path / "synth",
+             GenerateConfig(frames_per_shard=8, workers=0, editor="standin_editor:StandInEditor"))
+    return store, tmp_path / "synth"

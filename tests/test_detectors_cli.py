@@ -37,6 +37,37 @@ def test_detect_score_openface_standin_records_grouping(aligned_store, tmp_path,
     assert "| 24 |" in capsys.readouterr().out  # AU24 row printed with "−" for the detector
 
 
+def test_detect_score_openface_frame_grouping_counts_partial_failures(aligned_store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STANDIN_FACES", "2")
+    scores = tmp_path / "of.parquet"
+    rc = main(["detect", "score", "--detector", "openface", "--openface-bin", str(STANDIN.parent), "--grouping",
+               "frame", "--store", str(aligned_store), "--out", str(scores), "--fold", "1"])
+    assert rc == 0
+    df, info = read_scores(scores)
+    assert info["settings"]["grouping"] == "frame" and info["settings"]["executable"].endswith("FaceLandmarkImg")
+    assert (df["status"] == "ok").all() and "frames failed" not in capsys.readouterr().out
+    monkeypatch.setenv("STANDIN_FAIL_FRAME", "3")  # one frame of each sequence: no face tracked
+    rc = main(["detect", "score", "--detector", "openface", "--openface-bin", str(STANDIN), "--store",
+               str(aligned_store), "--out", str(scores), "--fold", "1"])
+    n_seq = FrameSource.from_store(aligned_store, fold=1).sequence_groups().__len__()
+    assert rc == 0 and f"({n_seq} of " in capsys.readouterr().out
+
+
+def test_detect_score_openface_that_fails_on_every_sequence_exits_2(aligned_store, tmp_path, capsys, monkeypatch):
+    """Issue 12: a binary that crashes on every sequence used to exit 0 and print a table of zeros."""
+    scores = tmp_path / "of.parquet"
+    for mode, reason in (("exit1", "exit code 1: stand-in: simulated failure"),
+                         ("nocen", "try --openface-model model/main_clnf_general.txt")):
+        monkeypatch.setenv("STANDIN_MODE", mode)
+        rc = main(["detect", "score", "--detector", "openface", "--openface-bin", str(STANDIN), "--store",
+                   str(aligned_store), "--out", str(scores), "--fold", "1", "--timeout", "30"])
+        out, err = capsys.readouterr()
+        lines = [ln for ln in err.replace("\r", "\n").splitlines() if "error" in ln]  # besides the progress bar
+        assert rc == 2 and len(lines) == 1 and "| mean |" not in out
+        assert lines[0].startswith("error: openface: every one of the ") and reason in lines[0]
+        assert not scores.exists()  # nothing written
+
+
 def test_detect_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("OPENFACE_FEATURE_EXTRACTION", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))

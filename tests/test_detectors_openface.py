@@ -1,7 +1,9 @@
-"""The OpenFace 2.x wrapper: command building, CSV parsing, failures, with a labelled stand-in executable.
+"""The OpenFace 2.x wrapper, sequence groupings (FeatureExtraction): command building, CSV parsing, failures,
+finding the executables, with a labelled stand-in executable. Frame grouping: test_detectors_openface_frame.py.
 
-tests/openface_standin/FeatureExtraction is a TEST STAND-IN (a small Python script), not OpenFace. The test
-marked `openface` runs the real binary when OPENFACE_FEATURE_EXTRACTION or PATH provides one.
+tests/openface_standin/FeatureExtraction is a TEST STAND-IN (a small Python script), not OpenFace. The tests
+marked `openface` run the real executables when the environment (OPENFACE_FEATURE_EXTRACTION,
+OPENFACE_FACE_LANDMARK_IMG or PATH) provides them; OPENFACE_MODEL, when set, is passed as the model (-mloc).
 """
 
 import os
@@ -12,10 +14,13 @@ import numpy as np
 import pytest
 
 from detectors.frames import FrameSource
-from detectors.openface import (ENV_VAR, SUPPORTED, OpenFaceCsvError, OpenFaceDetector, OpenFaceNotFound,
-                                build_command, find_binary, parse_csv, run_command)
+from detectors.openface import (ENV_VAR, IMG_BINARY_NAME, IMG_ENV_VAR, OpenFaceDetector, OpenFaceNotFound,
+                                find_binary)
+from detectors.openface_config import OpenFaceConfig, OpenFaceSettingsError, optional_settings, settings_for
+from detectors.openface_run import SUPPORTED, OpenFaceCsvError, build_command, parse_csv, run_command
 
 STANDIN = Path(__file__).parent / "openface_standin" / "FeatureExtraction"
+IMG_STANDIN = STANDIN.parent / IMG_BINARY_NAME
 
 pytestmark = pytest.mark.skipif(shutil.which("python3") is None, reason="stand-in needs python3 on PATH")
 
@@ -55,6 +60,46 @@ def test_binary_found_from_setting_env_then_path(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, str(STANDIN))
     assert find_binary() == STANDIN
     assert find_binary(str(STANDIN)) == STANDIN
+    assert find_binary(str(STANDIN.parent)) == STANDIN  # the folder of OpenFace's executables
+
+
+def test_face_landmark_img_found_from_setting_env_next_to_feature_extraction_then_path(monkeypatch, tmp_path):
+    monkeypatch.delenv(IMG_ENV_VAR, raising=False)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    def img(**settings):
+        return OpenFaceDetector.load(grouping="frame", **settings).binary
+
+    assert img(image_binary=str(IMG_STANDIN)) == IMG_STANDIN
+    assert img(binary=str(STANDIN)) == IMG_STANDIN  # beside --openface-bin's FeatureExtraction
+    assert img(binary=str(STANDIN.parent)) == IMG_STANDIN
+    monkeypatch.setenv(ENV_VAR, str(STANDIN))
+    assert img() == IMG_STANDIN  # beside $OPENFACE_FEATURE_EXTRACTION
+    monkeypatch.delenv(ENV_VAR)
+    monkeypatch.setenv(IMG_ENV_VAR, str(IMG_STANDIN))
+    assert img() == IMG_STANDIN
+    monkeypatch.delenv(IMG_ENV_VAR)
+    with pytest.raises(OpenFaceNotFound) as e:
+        img(binary=str(tmp_path))  # a folder without FaceLandmarkImg, and nothing on PATH
+    assert IMG_ENV_VAR in str(e.value) and "--openface-bin" in str(e.value) and str(tmp_path) in str(e.value)
+    monkeypatch.setenv("PATH", str(STANDIN.parent))
+    assert img() == IMG_STANDIN
+    assert OpenFaceDetector.load(grouping="frame", binary=str(tmp_path / "no-FeatureExtraction")).binary == IMG_STANDIN
+
+
+def test_settings_are_validated_before_any_work():
+    with pytest.raises(OpenFaceSettingsError, match="grouping must be one of"):
+        OpenFaceConfig(grouping="frames")
+    with pytest.raises(OpenFaceSettingsError, match="timeout > 0"):
+        settings_for(timeout=0)
+    assert settings_for("FE", grouping="frame")["grouping"] == "frame"
+    assert settings_for()["timeout"] == OpenFaceConfig().timeout  # unset options take the config's defaults
+    assert optional_settings(None) is None and optional_settings(None, grouping="sequence") is None
+    with pytest.raises(OpenFaceSettingsError, match="without the OpenFace binary"):
+        optional_settings(None, model="model/main_clnf_general.txt")
+    with pytest.raises(OpenFaceSettingsError, match="grouping"):
+        optional_settings(None, grouping="frame")
 
 
 def _csv(tmp_path, text):
@@ -76,7 +121,7 @@ def test_parse_csv_with_comma_space_separators_and_a_failed_frame(tmp_path):
     score, present, status = parse_csv(_csv(tmp_path, text), 3)
     assert score.shape == (3, 11) and np.allclose(score[0], 2.5) and (present[0] == 1).all()
     assert status[0] == "ok" and "success 0" in status[1] and np.isnan(score[1]).all() and (present[1] == 0).all()
-    assert "no CSV row" in status[2] and "2 rows for 3 frames" in status[2]
+    assert status[2] == "openface: no CSV row for this frame"  # a stable reason, counted per reason in reports
 
 
 def test_parse_csv_missing_columns_and_missing_file(tmp_path):
@@ -104,7 +149,9 @@ def test_detector_with_standin_scores_sequences_and_marks_a_failed_frame(monkeyp
     assert au12["score"] == pytest.approx((1 + 12) % 6) and au12["present"] == int((1 + 12) % 6 >= 3)
     frames_written = sorted(p.name for p in (tmp_path / "w" / "seq00000" / "frames").iterdir())
     assert frames_written == ["000001.png", "000002.png", "000003.png", "000004.png"]
-    assert det.settings()["au_models"] == "static"
+    settings = det.settings()
+    assert settings["au_models"] == "static" and settings["grouping"] == "static"
+    assert "7-frame" in settings["temporal_context"] and settings["executable"] == str(STANDIN)
 
 
 @pytest.mark.parametrize("mode, reason", [("exit1", "exit code 1"), ("nocols", "lacks columns"),
@@ -134,6 +181,29 @@ def test_timeout_is_reported_and_other_sequences_still_scored(monkeypatch, tmp_p
     assert not res.ok and "cannot run" in res.reason and res.attempts == 1
 
 
+def test_missing_ce_clm_experts_are_explained_and_not_retried(monkeypatch, tmp_path):
+    log = tmp_path / "args.log"
+    monkeypatch.setenv("STANDIN_MODE", "nocen")
+    monkeypatch.setenv("STANDIN_ARGS_LOG", str(log))
+    df = OpenFaceDetector.load(binary=str(STANDIN), retries=2).score(_frames(n_seq=2))
+    reasons = set(df["status"])
+    assert len(reasons) == 1  # one stable reason for every frame of every sequence
+    reason = reasons.pop()
+    assert "exit code 1" in reason and "Could not find CEN patch experts" in reason
+    assert "--openface-model model/main_clnf_general.txt" in reason
+    assert len(log.read_text().splitlines()) == 2  # one attempt per sequence: the same failure every time
+
+
+def test_failure_reason_quotes_openface_error_lines_from_stdout(tmp_path):
+    script = tmp_path / "fails"
+    script.write_text("#!/usr/bin/env python3\nimport sys\nprint('Loading the model')\n"
+                      "print('ERROR: Could not load the landmark detector')\nprint('done')\n"
+                      "print('some warning', file=sys.stderr)\nsys.exit(1)\n")
+    script.chmod(0o755)
+    res = run_command([str(script)], timeout=10, retries=0)
+    assert not res.ok and res.reason == "openface: exit code 1: ERROR: Could not load the landmark detector"
+
+
 def test_transient_failure_is_retried(monkeypatch, tmp_path):
     monkeypatch.setenv("STANDIN_MODE", "flaky")
     det = OpenFaceDetector.load(binary=str(STANDIN), retries=1, workdir=str(tmp_path))
@@ -141,20 +211,39 @@ def test_transient_failure_is_retried(monkeypatch, tmp_path):
     assert (det_df["status"] == "ok").all()
 
 
-@pytest.mark.openface
-def test_real_openface_binary_scores_a_face():
+def _real_install(grouping: str) -> OpenFaceDetector:
+    """The user's OpenFace for `grouping`, with $OPENFACE_MODEL as -mloc when set; skip without an install."""
     try:
-        binary = find_binary()
-    except OpenFaceNotFound:
-        pytest.skip(f"no OpenFace install ({ENV_VAR} unset and FeatureExtraction not on PATH)")
-    if binary.resolve() == STANDIN.resolve():
+        det = OpenFaceDetector.load(grouping=grouping, model=os.environ.get("OPENFACE_MODEL") or None)
+    except OpenFaceNotFound as e:
+        pytest.skip(f"no OpenFace install: {str(e).split('. ')[0]}")
+    if det.binary.resolve().parent == STANDIN.parent.resolve():
         pytest.skip("only the test stand-in is configured")
+    return det
+
+
+def _astronaut(n: int) -> FrameSource:
     from skimage import data as skdata
     import cv2
 
     face = cv2.resize(skdata.astronaut()[0:300, 100:400], (256, 256))
-    fs = FrameSource.from_arrays(np.stack([face, face]), sequences=["astronaut", "astronaut"])
-    det = OpenFaceDetector.load(grouping="static", model=os.environ.get("OPENFACE_MODEL"))
-    df = det.score(fs)
+    return FrameSource.from_arrays(np.stack([face] * n), sequences=["astronaut"] * n)
+
+
+@pytest.mark.openface
+def test_real_openface_binary_scores_a_face():
+    df = _real_install("static").score(_astronaut(2))
     assert (df["status"] == "ok").all(), df["status"].unique()
     assert df["score"].between(0, 5).all()
+
+
+@pytest.mark.openface
+def test_real_face_landmark_img_scores_every_frame_alone():
+    det = _real_install("frame")
+    df = OpenFaceDetector(OpenFaceConfig(grouping="frame", model=det.cfg.model, batch=2), det.binary).score(
+        _astronaut(3))  # two FaceLandmarkImg calls: a batch of 2 and one of 1
+    assert (df["status"] == "ok").all(), df["status"].unique()
+    assert df["score"].between(0, 5).all() and set(df["present"]) <= {0, 1}
+    first = df[df["frame_id"] == 0].sort_values("au")["score"].to_numpy()
+    last = df[df["frame_id"] == 2].sort_values("au")["score"].to_numpy()
+    assert np.allclose(first, last)  # the same image decided alone gives the same intensities

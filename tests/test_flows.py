@@ -51,6 +51,42 @@ def test_augment_rejects_unknown_preset_and_missing_root(tmp_path):
         augment.fn(out=str(tmp_path), preset="bp4d")
 
 
+def test_openface_parameters_are_typed_for_the_deployments():
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.augment import augment, score
+
+    for fl in (augment, score):
+        props = parameter_schema(fl).model_dump()["properties"]
+        assert props["openface_grouping"]["enum"] == ["sequence", "static", "frame"]
+        assert props["openface_timeout"]["type"] == "number" and "openface_model" in props
+        with pytest.raises(ParameterTypeError):
+            fl.validate_parameters({"openface_grouping": "frames"})
+    with pytest.raises(ValueError, match="without the OpenFace binary"):  # checked before any step runs
+        augment.fn(out="unused", openface_grouping="frame")
+
+
+def test_score_flow_fails_once_when_every_openface_frame_fails(harness, tmp_path, monkeypatch):
+    """The score task raises DetectorFailed with the reason, and is not retried (it would fail the same way)."""
+    from pathlib import Path
+
+    from detectors.failures import DetectorFailed
+    from flows import augment as fl
+    from pipeline_fixtures import make_synthetic
+
+    store, synth = make_synthetic(tmp_path)
+    log = tmp_path / "args.log"
+    monkeypatch.setenv("STANDIN_MODE", "nocen")
+    monkeypatch.setenv("STANDIN_ARGS_LOG", str(log))
+    standin = Path(__file__).parent / "openface_standin"
+    with pytest.raises(DetectorFailed, match="--openface-model model/main_clnf_general.txt"):
+        fl.score(str(store), str(synth), {}, str(tmp_path / "scores.parquet"), openface_bin=str(standin),
+                 openface_grouping="frame")
+    assert len(log.read_text().splitlines()) == 1  # one FaceLandmarkImg call, no task or subprocess retry
+    assert not (tmp_path / "scores.parquet").exists()
+
+
 @pytest.mark.slow
 def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
     """train_lacgan (smoke) -> train_detectors (hogsvm) -> plan -> generate (Dask, 1 worker) -> score -> report,
