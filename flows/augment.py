@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow
 
@@ -131,13 +132,18 @@ def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None
 @flow(name="augment")
 def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str | None = None, workers: int = 2,
             scheduler: str | None = None, openface_bin: str | None = None, openface_model: str | None = OPENFACE.model,
-            openface_grouping: Grouping = OPENFACE.grouping, openface_timeout: float = OPENFACE.timeout) -> str:
+            openface_grouping: Grouping = OPENFACE.grouping, openface_timeout: float = OPENFACE.timeout,
+            folds: Literal["test", "all"] = "test") -> str:
     """The whole job; returns the path of the report's report.md. `openface_bin`: also score with the user's
     OpenFace 2.x (FeatureExtraction, or the folder of its executables; the project never builds it), real and
     synthetic frames alike, with `-mloc openface_model`, `openface_grouping` ("sequence", "static", or "frame":
-    FaceLandmarkImg, every frame alone) and `openface_timeout` seconds per OpenFace call."""
+    FaceLandmarkImg, every frame alone) and `openface_timeout` seconds per OpenFace call. `folds`: "test" holds
+    out the preset's test fold; "all" runs the job once per fold (models trained on the other two, under
+    OUT/fold-K/) and averages Table 1 over the three folds into OUT/report (3x the cost)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown augment preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if folds not in ("test", "all"):
+        raise ValueError(f"folds must be 'test' or 'all', got {folds!r}")
     openface = optional_settings(openface_bin, openface_model, openface_grouping, openface_timeout)  # check now
     p, lay = PRESETS[preset], Layout.under(out)
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -148,10 +154,23 @@ def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str
     else:
         raise ValueError(f"preset {preset!r} needs bp4d_root (the root of a BP4D tree)")
     store = t.align(manifest, lay.store, p.size)
-    gan = t.train_lacgan(store, lay.lacgan, p.lacgan_preset, p.lacgan_steps, p.test_fold)
-    dets = train_detectors(store, lay.detectors, p.detectors, p.test_fold)
-    plan_path = t.make_plan(store, lay.plan, "match-test", p.test_fold, source=p.source)
+    if folds == "test":
+        return _one_fold(p, lay, store, p.test_fold, workers, scheduler, openface)
+    reports = [_one_fold(p, Layout.under(Path(out) / f"fold-{k}"), store, k, workers, scheduler, openface)
+               for k in FOLDS]
+    return t.fold_report([str(Path(r).parent) for r in reports], lay.report, bool(bp4d_root))
+
+
+FOLDS = (1, 2, 3)  # JAA-Net's three subject folds (manifests.folds)
+
+
+def _one_fold(p: AugmentPreset, lay: Layout, store: str, test_fold: int, workers: int, scheduler: str | None,
+              openface: dict | None) -> str:
+    """Train on every fold but `test_fold`, plan, generate, draw the counterfactuals, score, report."""
+    gan = t.train_lacgan(store, lay.lacgan, p.lacgan_preset, p.lacgan_steps, test_fold)
+    dets = train_detectors(store, lay.detectors, p.detectors, test_fold)
+    plan_path = t.make_plan(store, lay.plan, "match-test", test_fold, source=p.source)
     synth = t.generate(plan_path, store, gan, lay.synth, workers, scheduler, p.frames_per_shard)
     cf = t.counterfactual(plan_path, store, lay.counterfactual)
-    scores = t.score(store, synth, dets, lay.scores, p.test_fold, openface, cf)
+    scores = t.score(store, synth, dets, lay.scores, test_fold, openface, cf)
     return report(scores, synth, store, lay.report, gan, p.identity_pairs, cf)

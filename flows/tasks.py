@@ -155,6 +155,13 @@ def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None
                             counterfactual=counterfactual))
 
 
+@task(**IO_RETRIES)
+def fold_report(report_dirs: list[str], out: str, paper: bool = False) -> str:
+    from pipelines.report import write_fold_report
+
+    return str(write_fold_report(report_dirs, out, paper))
+
+
 @task
 def publish_report(report_md: str) -> None:
     """Table 1 and the beyond-the-paper checks as Prefect markdown artifacts, figures as links."""

@@ -32,7 +32,7 @@ from manifests.aus import AUS
 from pipelines.edits import DASH, edit_metrics, edits_markdown, summarise
 from pipelines.paper_table1 import PAPER_TABLE1, paper_cell
 from pipelines.score import read_scores_info
-from pipelines.table1 import CELLS, ROWS, table1
+from pipelines.table1 import CELLS, ROWS, average_tables, table1
 
 log = logging.getLogger("lacgan.report")
 
@@ -59,9 +59,9 @@ def _pair(cell: dict | None) -> list[str]:
 
 
 def detector_markdown(det: str, t: dict, paper: bool = False, cf_note: str | None = None) -> str:
-    """One detector's Table 1: per AU F1/Acc of each cell, n of the real and synthetic cells."""
+    """One detector's Table 1: per AU F1/Acc of each cell, and the n every cell averages (always-present: real's)."""
     published = paper and det in PAPER_TABLE1  # the paper reports OpenFace and JAA-Net only
-    head = ["AU"] + [f"{LABELS[c]} {m}" for c in CELLS for m in ("F1", "Acc")] + ["n real", "n synth"]
+    head = ["AU"] + [f"{LABELS[c]} {m}" for c in CELLS for m in ("F1", "Acc")] + ["n real / synth / uned. / cf."]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in ROWS:
         r = t[row]
@@ -72,7 +72,8 @@ def detector_markdown(det: str, t: dict, paper: bool = False, cf_note: str | Non
                 pub = paper_cell(det, row, c)
                 pair = [f"{v} ({_fmt(None if pub is None else pub[k])})" for v, k in zip(pair, ("f1", "acc"))]
             cells += pair
-        cells += [DASH, DASH] if r is None else [str(r["real"]["n"]), str(r["synthetic"]["n"])]
+        cells.append(DASH if r is None else " / ".join(
+            DASH if r[c] is None else str(r[c]["n"]) for c in ("real", "synthetic", "unedited", "counterfactual")))
         lines.append("| " + " | ".join(cells) + " |")
     grouping = f" Frames grouped: `{t['grouping']}`." if t.get("grouping") else ""
     note = (f"\n\n{det}: values in percent; gap = real − synthesis; edit gain = synthesis − unedited; − = AU not "
@@ -242,3 +243,24 @@ def _fidelity_markdown(fid: dict) -> str:
                      f"{idn['mean_distance']:.3f}, median {idn['median_distance']:.3f}, max {idn['max_distance']:.3f};"
                      f" {100 * idn['same_person_share']:.1f}% below dlib's same-person threshold {idn['threshold']}.")
     return "\n\n".join(lines)
+
+
+def write_fold_report(report_dirs: list, out_dir, paper: bool = False) -> Path:
+    """`--folds all`: Table 1 averaged over the folds' reports (each fold's models trained on the other folds),
+    written as table1.json / table1.md / table1.csv and a report.md that links every fold's own report."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = [json.loads((Path(d) / "table1.json").read_text()) for d in report_dirs]
+    t1 = average_tables(tables)
+    _write_text(out_dir / "table1.json", json.dumps(t1, indent=2))
+    md = "\n\n".join([summary_markdown(t1)] + [detector_markdown(d, t, paper) for d, t in t1.items()])
+    _write_text(out_dir / "table1.md", md + "\n")
+    table1_frame(t1, paper).to_csv(out_dir / ".table1.csv.tmp", index=False, float_format="%.4f")
+    os.replace(out_dir / ".table1.csv.tmp", out_dir / "table1.csv")
+    links = [f"- fold {i + 1}: [{Path(d)}]({Path(d).resolve() / 'report.md'})" for i, d in enumerate(report_dirs)]
+    page = [f"# Table 1 averaged over {len(report_dirs)} folds", "",
+            "Each fold's LAC-GAN and detectors were trained on the other folds; cells are the mean over folds, n "
+            "the sum.", "", md, "", "## Per-fold reports", "", *links]
+    report = out_dir / "report.md"
+    _write_text(report, "\n".join(page) + "\n")
+    return report

@@ -132,3 +132,38 @@ def table1(scores: pd.DataFrame, supported: dict[str, list[int]], synth: pd.Data
     return {det: detector_table(scores[scores["detector"] == det], aus, synth,
                                 (settings.get(det) or {}).get("grouping"))
             for det, aus in supported.items()}
+
+
+def average_tables(tables: list[dict]) -> dict:
+    """Table 1 averaged over folds (`--folds all`): per detector, AU and cell the mean of f1 / acc over the folds
+    that have the cell, n summed; the index recomputed from the averaged means; counts summed per set."""
+    out = {}
+    for det in tables[0]:
+        per = [t[det] for t in tables if det in t]
+        rows = {}
+        for row in ROWS:
+            if all(p[row] is None for p in per):
+                rows[row] = None
+                continue
+            rows[row] = {c: _mean_cells([p[row][c] for p in per if p[row] is not None]) for c in CELLS}
+        m = rows["mean"]
+        eqi = edit_quality_index(*(None if m[c] is None else m[c]["f1"] for c in ("synthetic", "unedited",
+                                                                                 "counterfactual")))
+        n_failed = {}
+        for p in per:
+            for k, v in p["n_failed"].items():
+                n_failed[k] = n_failed.get(k, 0) + v
+        out[det] = {**rows, "edit_quality_index": eqi, "n_failed": n_failed, "sets": {}, "grouping": per[0]["grouping"],
+                    "folds": len(per)}
+    return out
+
+
+def _mean_cells(cells: list[dict | None]) -> dict | None:
+    cells = [c for c in cells if c is not None]
+    if not cells:
+        return None
+    mean = lambda k: (None if any(c[k] is None for c in cells) else float(np.mean([c[k] for c in cells])))  # noqa: E731
+    out = {"f1": mean("f1"), "acc": mean("acc")}
+    if all("n" in c for c in cells):
+        out["n"] = int(sum(c["n"] for c in cells))
+    return out

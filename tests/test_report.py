@@ -224,3 +224,27 @@ def test_missing_inputs_fail_clearly(report_dir, tmp_path):
         score_all(store, tmp_path / "nosynth", [DetectorSpec("hogsvm", str(root / "hogsvm"))], tmp_path / "s.parquet")
     with pytest.raises(ScoreError, match="no score table"):
         rep.write_report(tmp_path / "missing.parquet", root / "synth", store, tmp_path / "r")
+
+
+def test_tables_average_over_folds(tmp_path):
+    from pipelines.table1 import average_tables
+
+    rng = np.random.default_rng(2)
+    tables = []
+    for k in range(3):
+        df, synth = _scores("jaanet", list(AUS), rng)
+        tables.append(table1(df, {"jaanet": list(AUS)}, synth)["jaanet"])
+    avg = average_tables([{"jaanet": t} for t in tables])["jaanet"]
+    for row in ("AU1", "mean"):
+        assert avg[row]["real"]["f1"] == pytest.approx(np.mean([t[row]["real"]["f1"] for t in tables]))
+        assert avg[row]["unedited"]["n"] == sum(t[row]["unedited"]["n"] for t in tables)
+        assert avg[row]["gap"]["acc"] == pytest.approx(np.mean([t[row]["gap"]["acc"] for t in tables]))
+    assert avg["folds"] == 3 and avg["mean"]["counterfactual"] is None
+    for k, t in enumerate(tables):
+        d = tmp_path / f"fold-{k}"
+        d.mkdir()
+        (d / "table1.json").write_text(json.dumps({"jaanet": t}))
+    md = rep.write_fold_report([tmp_path / f"fold-{k}" for k in range(3)], tmp_path / "all")
+    assert "averaged over 3 folds" in md.read_text()
+    assert json.loads((tmp_path / "all" / "table1.json").read_text())["jaanet"]["mean"] == json.loads(
+        json.dumps(avg["mean"]))
