@@ -22,6 +22,8 @@ def register(subparsers) -> None:
     src.add_argument("--checkpoint", type=Path, help="LAC-GAN run or checkpoint folder (default RUN/lacgan)")
     t.add_argument("--out", type=Path, required=True,
                    help=f"folder: {PLAN}, {SYNTH}/ (generation), {EXPORT}/ (what you train on)")
+    t.add_argument("--plan", type=Path, default=None,
+                   help="use this plan instead of making one (checked: no test-fold subject may appear in it)")
     t.add_argument("--goal", choices=("balanced", "rates"), default="balanced")
     t.add_argument("--balanced-rate", type=float, default=0.5, help="balanced: rate every AU moves toward")
     t.add_argument("--floor", type=float, default=None, help="balanced: only raise AUs below this rate to it")
@@ -84,8 +86,8 @@ def run_trainset(args) -> int:
                          rates=parse_rates(args.rates), ratio=args.ratio, test_fold=args.test_fold, seed=args.seed)
     out, times = args.out, {}
     t0 = time.perf_counter()
-    plan = plan_trainset(store, out / PLAN, cfg)
-    rates = trainset_rates(store, plan, cfg)
+    plan = args.plan or plan_trainset(store, out / PLAN, cfg)
+    rates = trainset_rates(store, plan, args.test_fold, None if args.plan else cfg)
     times["plan"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     s = generate_trainset(plan, store, ckpt, out / SYNTH, args.test_fold,

@@ -60,7 +60,7 @@ class PayoffConfig:
     seeds: tuple[int, ...] = (0, 1)  # training seeds; each arm is trained once per seed
     preset: str = "cpu"  # detector preset, the same for both arms
     test_fold: int = 3  # trained on by neither arm; its real frames are the only ones scored
-    overrides: dict = field(default_factory=dict)  # {detector: {field: value}} for both arms, e.g. {"jaanet": {"epochs": 2}}
+    overrides: dict = field(default_factory=dict)  # {detector: {field: value}} for both arms: {"jaanet": {"epochs": 2}}
     band: float = 1.0  # |delta| below this many F1 points counts as unchanged
 
 
@@ -93,7 +93,8 @@ def _write(df: pd.DataFrame, path: Path, meta: dict) -> Path:
     return path
 
 
-def train_and_score(store_path, run_dir, det: str, seed: int, cfg: PayoffConfig, extra=None) -> tuple[pd.DataFrame, dict]:
+def train_and_score(store_path, run_dir, det: str, seed: int, cfg: PayoffConfig, extra=None
+                    ) -> tuple[pd.DataFrame, dict]:
     """Train one detector (one arm, one seed) and score the held-out fold's real frames; (long table, info)."""
     from detectors.base import load_detector, train_detector
     from detectors.frames import FrameSource
@@ -107,7 +108,8 @@ def train_and_score(store_path, run_dir, det: str, seed: int, cfg: PayoffConfig,
     pos = pd.Series(np.arange(len(test)), index=test.frame_ids).loc[df["frame_id"].to_numpy()].to_numpy()
     df["label"] = test.labels[pos, np.searchsorted(np.asarray(AUS), df["au"].to_numpy())]
     info = {"supported_aus": [int(a) for a in detector.supported_aus], "train_frames": summary.get("train_frames"),
-            "extra_frames": summary.get("extra_frames", 0), "minutes": round((time.perf_counter() - t0) / 60, 2)}
+            "extra_frames": summary.get("extra_frames", 0), "steps_per_epoch": summary.get("steps_per_epoch"),
+            "minutes": round((time.perf_counter() - t0) / 60, 2)}
     return df, info
 
 
@@ -205,11 +207,15 @@ def payoff_markdown(table: pd.DataFrame) -> str:
                          f"{_fmt(r.synth_mean, r.synth_sd)} | {_fmt(r.delta, r.delta_sd, sign=True)} | {r.verdict} |")
         per_au = t[t["au"] != "mean"]
         mean = float(t.loc[t["au"] == "mean", "delta"].iloc[0])
-        worst = per_au.loc[per_au["delta"].idxmin()] if per_au["delta"].notna().any() else None
-        lines += ["", f"Gained: {', '.join('AU' + a for a in per_au.loc[per_au.verdict == 'gain', 'au']) or 'none'}; "
-                      f"lost: {', '.join('AU' + a for a in per_au.loc[per_au.verdict == 'loss', 'au']) or 'none'}.",
-                  f"Target (mean Δ ≥ +3, no AU below −3): {'met' if mean >= 3 and worst is not None and worst.delta >= -3 else 'not met'}"
-                  f" (mean Δ {mean:+.1f}" + (f", worst AU{worst.au} {worst.delta:+.1f})" if worst is not None else ")"), ""]
+        named = {v: ", ".join("AU" + a for a in per_au.loc[per_au["verdict"] == v, "au"]) or "none"
+                 for v in ("gain", "loss")}
+        lines += ["", f"Gained: {named['gain']}; lost: {named['loss']}."]
+        if per_au["delta"].notna().any():
+            worst = per_au.loc[per_au["delta"].idxmin()]
+            met = mean >= 3 and worst.delta >= -3
+            lines.append(f"Target (mean Δ ≥ +3, no AU below −3): {'met' if met else 'not met'} "
+                         f"(mean Δ {mean:+.1f}, worst AU{worst.au} {worst.delta:+.1f})")
+        lines.append("")
     return "\n".join(lines)
 
 

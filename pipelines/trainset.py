@@ -3,17 +3,18 @@ synthetic set's AU presence rates move toward a goal. The plan is an ordinary pl
 
 Goals (`TrainsetConfig.goal`, also the plan's `policy`):
 
-- `balanced`: every AU's rate toward `balanced_rate` (0.5); with `floor` (e.g. 0.3), only AUs below the floor are
-  raised to it and the others keep their real rate.
-- `rates`: user-given rates for the named AUs; AUs not named keep their real training rate.
+- `balanced`: every AU's rate toward `balanced_rate` (0.5); with `floor` (e.g. 0.3), every AU's rate at least
+  the floor (AUs already above it are not pushed anywhere).
+- `rates`: user-given rates for the named AUs; the other AUs are free and follow their co-occurrences.
 
 Plausible targets. A synthetic frame's target is the whole 12-AU label vector of one real training frame (its
 `target_row`), so only co-occurrence patterns that occur in the training folds are ever asked for. What moves the
 rates is how often each pattern is drawn: weights w_i ∝ exp(λ·y_i) over the training label vectors y_i, the
 distribution closest to uniform (least KL divergence) whose AU rates equal the synthetic rates q that bring the
 mixture to the goal, q = ((n + m)·goal − n·real) / m for n real and m synthetic frames, clipped to [0, 1].
-λ minimises the convex dual log Σ_i exp(λ·y_i) − λ·q + ½·ridge·|λ|²; the ridge keeps λ finite when no mixture of
-the patterns reaches q (say AU23 present in 90 % of the frames), which then gets as close as the patterns allow.
+λ minimises the convex dual log Σ_i exp(λ·y_i) − λ·q + ½·ridge·|λ|² (λ_j = 0 for a free AU, λ_j ≥ 0 for
+a floor); the ridge keeps λ finite when no mixture of the patterns reaches q (say AU23 present in 90 % of the
+frames), which then gets as close as the ridge allows: a smaller ridge gets closer with fewer distinct patterns.
 Frames with an unknown label are not used as patterns. Patterns are drawn by systematic resampling.
 
 Sources and identities. Every real training frame is a source about `ratio` times (each one floor(ratio) times,
@@ -52,7 +53,7 @@ class TrainsetConfig:
     goal: str = "balanced"  # one of GOALS
     balanced_rate: float = 0.5  # balanced: the presence rate every AU moves toward
     floor: float | None = None  # balanced: raise only AUs below this rate to it (e.g. 0.3); None = all to the rate
-    rates: dict | None = None  # rates: {AU: rate} ({12: 0.4} or {"AU12": 0.4}); unnamed AUs keep their real rate
+    rates: dict | None = None  # rates: {AU: rate} ({12: 0.4} or {"AU12": 0.4}); unnamed AUs are free
     ratio: float = 1.0  # size knob: synthetic frames per real training frame
     test_fold: int = 3  # no source, identity or target pattern from this fold's subjects
     ridge: float = 0.05  # on the tilt λ: how far pattern weights may move to chase an unreachable goal
@@ -68,7 +69,8 @@ def label_rates(labels: np.ndarray) -> np.ndarray:
 
 
 def goal_rates(real: np.ndarray, cfg: TrainsetConfig) -> np.ndarray:
-    """(12,) presence rates the real + synthetic set should reach; bad rates are refused with the AU named."""
+    """(12,) presence rates the real + synthetic set should reach (NaN: free, `rates` goal only; with a floor,
+    at least these); bad rates are refused with the AU named."""
     if cfg.goal not in GOALS:
         raise TrainsetError(f"unknown goal {cfg.goal!r}; choose one of {GOALS}")
     for name, value in (("balanced_rate", cfg.balanced_rate), ("floor", cfg.floor)):
@@ -84,7 +86,7 @@ def goal_rates(real: np.ndarray, cfg: TrainsetConfig) -> np.ndarray:
     if cfg.goal == "rates":
         if not cfg.rates:
             raise TrainsetError("goal 'rates' needs rates per AU, e.g. {'AU23': 0.3, 'AU24': 0.3}")
-        return np.where(np.isnan(given), real, given)
+        return given
     if cfg.rates:
         raise TrainsetError("goal 'balanced' takes no per-AU rates; use goal 'rates' for those")
     if cfg.floor is not None:
@@ -94,20 +96,23 @@ def goal_rates(real: np.ndarray, cfg: TrainsetConfig) -> np.ndarray:
 
 def synthetic_share(real: np.ndarray, goal: np.ndarray, n_real: int, n_synth: int) -> np.ndarray:
     """Rates the synthetic frames need so that real + synthetic reaches `goal`, clipped to [0, 1]."""
-    return np.clip(((n_real + n_synth) * goal - n_real * real) / n_synth, 0.0, 1.0)
+    return np.clip(((n_real + n_synth) * goal - n_real * real) / n_synth, 0.0, 1.0)  # NaN (free) stays NaN
 
 
-def pattern_weights(patterns: np.ndarray, q: np.ndarray, ridge: float) -> np.ndarray:
+def pattern_weights(patterns: np.ndarray, q: np.ndarray, ridge: float, at_least: bool = False) -> np.ndarray:
     """Least-KL weights over the rows of `patterns` ((k, 12) in {0, 1}) whose mean is as close to `q` as the
-    ridge allows: w ∝ exp(patterns @ λ), λ from the dual (module doc). Sums to 1."""
-    y = patterns.astype(np.float64)
+    ridge allows (`at_least`: at least `q`); w ∝ exp(patterns @ λ), λ from the dual (module doc). AUs with q NaN
+    are free. Sums to 1."""
+    free = np.isnan(q)
+    y, q = patterns[:, ~free].astype(np.float64), q[~free]
 
     def dual(lam):
         s = y @ lam
         w = np.exp(s - logsumexp(s))
         return logsumexp(s) - lam @ q + 0.5 * ridge * lam @ lam, y.T @ w - q + ridge * lam
 
-    lam = minimize(dual, np.zeros(y.shape[1]), jac=True, method="L-BFGS-B").x
+    bounds = [(0, None) if at_least else (None, None)] * len(q)
+    lam = minimize(dual, np.zeros(len(q)), jac=True, method="L-BFGS-B", bounds=bounds).x
     s = y @ lam
     return np.exp(s - logsumexp(s))
 
@@ -164,7 +169,7 @@ def make_trainset_plan(store_path, cfg: TrainsetConfig = TrainsetConfig()) -> pd
                             f"patterns to draw targets from")
     n, m = len(train), max(1, int(round(cfg.ratio * len(train))))
     rng = np.random.default_rng(cfg.seed)
-    w = pattern_weights(labels[full], synthetic_share(real, goal, n, m), cfg.ridge)
+    w = pattern_weights(labels[full], synthetic_share(real, goal, n, m), cfg.ridge, at_least=cfg.floor is not None)
     pattern_pos = np.flatnonzero(full)[_systematic(w, m, rng)]
     pattern_pos = pattern_pos[rng.permutation(m)]
     row_ids = train["row_id"].to_numpy()
@@ -240,12 +245,11 @@ def rate_table(real_labels: np.ndarray, synth_labels: np.ndarray, goal: np.ndarr
     return table
 
 
-def trainset_rates(store_path, plan_path, cfg: TrainsetConfig | None = None) -> pd.DataFrame:
-    """`rate_table` of a training-set plan against the store's training frames (goal included with `cfg`)."""
-    cfg = cfg or TrainsetConfig()
-    real = training_frames(store_path, cfg.test_fold)[list(AU_COLUMNS)].to_numpy(np.int8)
+def trainset_rates(store_path, plan_path, test_fold: int = 3, cfg: TrainsetConfig | None = None) -> pd.DataFrame:
+    """`rate_table` of a training-set plan against the store's training frames (with the goal of `cfg`)."""
+    real = training_frames(store_path, test_fold)[list(AU_COLUMNS)].to_numpy(np.int8)
     synth = read_plan(plan_path)[list(AU_COLUMNS)].to_numpy(np.int8)
-    return rate_table(real, synth, goal_rates(label_rates(real), cfg))
+    return rate_table(real, synth, None if cfg is None else goal_rates(label_rates(real), cfg))
 
 
 def config_dict(cfg: TrainsetConfig) -> dict:

@@ -103,7 +103,8 @@ def trainset_rows(store_path, synth_out, test_fold: int = 3) -> pd.DataFrame:
                               f"layout (subjects F/M + 3 digits, tasks T + a number)")
     tasks = real["task"].str[1:].astype(int)
     if len(tasks) and tasks.max() >= SYNTH_TASK_OFFSET:
-        raise ExportError(f"{store_path}: task T{tasks.max()} collides with the synthetic tasks (T{SYNTH_TASK_OFFSET}+)")
+        raise ExportError(f"{store_path}: task T{tasks.max()} collides with the synthetic tasks "
+                          f"(T{SYNTH_TASK_OFFSET}+)")
     real_part = pd.DataFrame({
         "kind": "real", "subject": real["subject"], "task": real["task"], "frame": real["frame"].astype(np.int64),
         **{c: real[c] for c in AU_COLUMNS}, "fold": real["fold"], "source_row": real["row_id"],
@@ -206,7 +207,8 @@ def _read_chunk(rows: pd.DataFrame, store: AlignedStore, synth_images) -> tuple[
     if real.any():
         images[real], lms[real], _ = store.read(src[real])
     if (~real).any():
-        images[~real] = synth_images.get_orthogonal_selection((rows["plan_row"].to_numpy()[~real],) + (slice(None),) * 3)
+        plan_rows = rows["plan_row"].to_numpy()[~real]
+        images[~real] = synth_images.get_orthogonal_selection((plan_rows,) + (slice(None),) * 3)
         lms[~real] = store.landmarks.get_orthogonal_selection((src[~real], slice(None), slice(None)))
     return images, lms
 

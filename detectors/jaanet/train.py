@@ -118,7 +118,7 @@ def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extr
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     step = 256
     for i in tqdm(range(0, len(rows), step), desc="jaanet: caching training crops", leave=False):
-        arr[i:i + step] = data.resize_images(store.read(rows[i:i + step])[0], size)
+        arr[i:min(i + step, len(rows))] = data.resize_images(store.read(rows[i:i + step])[0], size)
     i = len(rows)
     for e in extra:
         for _, im in tqdm(e.frames.batches(step), desc="jaanet: caching extra crops", leave=False):
