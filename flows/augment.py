@@ -1,7 +1,7 @@
 """Prefect flows: the steps of the augment job and the umbrella `augment` flow, a few lines each.
 
     augment(out, preset="demo")            embedded cohort -> align -> LAC-GAN -> detectors -> plan -> generate
-                                            -> score -> report (Table 1)
+                                            -> score -> report (Table 1) -> training set + payoff (hogsvm)
     augment(out, preset="bp4d", bp4d_root=...)   the same on a BP4D tree with the paper presets
 
 Every step writes under `out` (layout in `Layout`) and resumes, so re-running the flow after an interruption
@@ -29,6 +29,7 @@ class AugmentPreset:
     frames_per_shard: int = 64  # synthetic frames per Zarr shard / Dask task
     identity_pairs: int = 64  # source/synthetic pairs for the identity distance
     test_fold: int = 3  # JAA-Net protocol: train on folds 1-2, test on fold 3
+    payoff: tuple[str, ...] = ()  # detectors whose training-set payoff is measured (empty: no training set)
 
 
 PRESETS: dict[str, AugmentPreset] = {
@@ -36,7 +37,8 @@ PRESETS: dict[str, AugmentPreset] = {
     "demo": AugmentPreset(
         size=64, lacgan_preset="demo", lacgan_steps=300,
         detectors={"jaanet": {"preset": "cpu", "minutes": 6.0}, "hogsvm": {"preset": "cpu"}},
-        cohort=dict(subjects=12, tasks=4, frames=24, size=160), frames_per_shard=64, identity_pairs=32),
+        cohort=dict(subjects=12, tasks=4, frames=24, size=160), frames_per_shard=64, identity_pairs=32,
+        payoff=("hogsvm",)),
     # BP4D with the paper's sizes and schedules (GPU recommended).
     "bp4d": AugmentPreset(
         size=200, lacgan_preset="paper", lacgan_steps=None,
@@ -62,12 +64,13 @@ class Layout:
     synth: str  # synthetic store + manifest parts
     scores: str  # long score table
     report: str  # report folder
+    trainset: str  # label-balanced training set (plan, synthetic, export) and its payoff
 
     @classmethod
     def under(cls, out) -> "Layout":
         out = Path(out)
         return cls(*(str(out / n) for n in ("cohort", "manifest.parquet", "aligned.zarr", "lacgan", "detectors",
-                                            "plan.parquet", "synthetic", "scores.parquet", "report")))
+                                            "plan.parquet", "synthetic", "scores.parquet", "report", "trainset")))
 
 
 # ---- step flows ----------------------------------------------------------------------------------------
@@ -110,6 +113,14 @@ def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None
     return md
 
 
+@flow(name="trainset")
+def trainset(store: str, checkpoint: str, out: str, detectors: tuple[str, ...] = ("hogsvm",), test_fold: int = 3,
+             workers: int = 2, scheduler: str | None = None) -> str:
+    """A balanced training set from the training folds, exported, and its payoff; returns payoff.md."""
+    t.trainset(store, checkpoint, out, test_fold, workers=workers, scheduler=scheduler)
+    return t.payoff(store, str(Path(out) / "synthetic"), str(Path(out) / "payoff"), detectors, test_fold=test_fold)
+
+
 # ---- the umbrella flow -----------------------------------------------------------------------------------
 @flow(name="augment")
 def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str | None = None, workers: int = 2,
@@ -132,4 +143,7 @@ def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str
     plan_path = t.make_plan(store, lay.plan, "match-test", p.test_fold)
     synth = t.generate(plan_path, store, gan, lay.synth, workers, scheduler, p.frames_per_shard)
     scores = t.score(store, synth, dets, lay.scores, p.test_fold, openface_bin)
-    return report(scores, synth, store, lay.report, gan, p.identity_pairs)
+    md = report(scores, synth, store, lay.report, gan, p.identity_pairs)
+    if p.payoff:  # the second product: a balanced training set and what it buys a detector
+        trainset(store, gan, lay.trainset, p.payoff, p.test_fold, workers, scheduler)
+    return md

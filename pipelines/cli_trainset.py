@@ -9,9 +9,6 @@ from pathlib import Path
 
 from pipelines.cli_data import _logging, _user_errors
 
-# Where `lacgan trainset --out OUT` writes each step.
-PLAN, SYNTH, EXPORT, PAYOFF = "plan.parquet", "synthetic", "export", "payoff"
-
 
 def register(subparsers) -> None:
     t = subparsers.add_parser("trainset", help="build a label-balanced training set (training folds only) from a "
@@ -21,7 +18,7 @@ def register(subparsers) -> None:
     src.add_argument("--store", type=Path, help="aligned store (default RUN/aligned.zarr)")
     src.add_argument("--checkpoint", type=Path, help="LAC-GAN run or checkpoint folder (default RUN/lacgan)")
     t.add_argument("--out", type=Path, required=True,
-                   help=f"folder: {PLAN}, {SYNTH}/ (generation), {EXPORT}/ (what you train on)")
+                   help="folder: plan.parquet, synthetic/ (generation), export/ (what you train on)")
     t.add_argument("--plan", type=Path, default=None,
                    help="use this plan instead of making one (checked: no test-fold subject may appear in it)")
     t.add_argument("--goal", choices=("balanced", "rates"), default="balanced")
@@ -39,8 +36,8 @@ def register(subparsers) -> None:
                                              "same seeds), score held-out real frames")
     p.add_argument("--trainset", type=Path, help="a `lacgan trainset` folder (store and synthetic frames from it)")
     p.add_argument("--store", type=Path, help="aligned store (default: the one the training set was built from)")
-    p.add_argument("--synthetic", type=Path, help=f"generation output (default TRAINSET/{SYNTH})")
-    p.add_argument("--out", type=Path, help=f"output folder (default TRAINSET/{PAYOFF})")
+    p.add_argument("--synthetic", type=Path, help="generation output (default TRAINSET/synthetic)")
+    p.add_argument("--out", type=Path, help="output folder (default TRAINSET/payoff)")
     p.add_argument("--detector", action="append", choices=("hogsvm", "jaanet"), help="repeat for several "
                                                                                     "(default hogsvm)")
     p.add_argument("--seeds", default="0,1", help="training seeds, e.g. 0,1")
@@ -78,29 +75,20 @@ def _run_paths(args) -> tuple[Path, Path]:
 def run_trainset(args) -> int:
     _logging()
     from pipelines.generate import GenerateConfig
-    from pipelines.trainset import TrainsetConfig, generate_trainset, plan_trainset, trainset_rates
-    from pipelines.trainset_export import ExportConfig, export_trainset
+    from pipelines.trainset import TrainsetConfig, build_trainset, trainset_rates
 
     store, ckpt = _run_paths(args)
     cfg = TrainsetConfig(goal=args.goal, balanced_rate=args.balanced_rate, floor=args.floor,
                          rates=parse_rates(args.rates), ratio=args.ratio, test_fold=args.test_fold, seed=args.seed)
-    out, times = args.out, {}
-    t0 = time.perf_counter()
-    plan = args.plan or plan_trainset(store, out / PLAN, cfg)
-    rates = trainset_rates(store, plan, args.test_fold, None if args.plan else cfg)
-    times["plan"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    s = generate_trainset(plan, store, ckpt, out / SYNTH, args.test_fold,
-                          GenerateConfig(workers=args.workers, device=args.device))
-    times["generate"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    manifest = export_trainset(store, out / SYNTH, out / EXPORT, ExportConfig(test_fold=args.test_fold))
-    times["export"] = time.perf_counter() - t0
-    print(f"training set {out / EXPORT}: {manifest} (+ trainset.zarr, bp4d/, jaanet/); {s.frames} synthetic "
+    r = build_trainset(store, ckpt, args.out, cfg, GenerateConfig(workers=args.workers, device=args.device),
+                       args.plan)
+    s = r["generation"]
+    print(f"training set {r['export']}: {r['manifest']} (+ trainset.zarr, bp4d/, jaanet/); {s.frames} synthetic "
           f"frames ({s.generated} shards generated now, {s.skipped} were done)")
     print("AU presence rates, before (real training frames) and after (real + synthetic):")
+    rates = trainset_rates(store, r["plan"], args.test_fold, None if args.plan else cfg)
     print(rates.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print("wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    print(f"wall time: plan {r['plan_s']:.1f} s, generate {r['generate_s']:.1f} s, export {r['export_s']:.1f} s")
     return 0
 
 
@@ -108,6 +96,7 @@ def run_trainset(args) -> int:
 def run_payoff(args) -> int:
     _logging()
     from pipelines.payoff import PayoffConfig, measure_payoff
+    from pipelines.trainset import EXPORT, PAYOFF, SYNTH
     from pipelines.trainset_export import MARK
 
     store, synth, out = args.store, args.synthetic, args.out

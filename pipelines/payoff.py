@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.aus import AUS
+from manifests.schema import write_table
 
 ARMS = ("real", "real+synthetic")
 
@@ -83,16 +83,6 @@ def _current(path: Path, fingerprint: bytes) -> bool:
         return False
 
 
-def _write(df: pd.DataFrame, path: Path, meta: dict) -> Path:
-    schema = PAYOFF_SCHEMA.with_metadata({**PAYOFF_SCHEMA.metadata, **meta})
-    table = pa.Table.from_pandas(df[[f.name for f in PAYOFF_SCHEMA]], schema=schema, preserve_index=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
-
-
 def train_and_score(store_path, run_dir, det: str, seed: int, cfg: PayoffConfig, extra=None
                     ) -> tuple[pd.DataFrame, dict]:
     """Train one detector (one arm, one seed) and score the held-out fold's real frames; (long table, info)."""
@@ -131,12 +121,13 @@ def measure_payoff(store_path, synth_out, out, cfg: PayoffConfig = PayoffConfig(
                     df, info = train_and_score(store_path, out / "runs" / name, det, seed, cfg,
                                                extra if arm != "real" else None)
                     df = df.assign(detector=det, arm=arm, seed=seed)
-                    _write(df, part, {b"lacgan.fingerprint": fp, b"lacgan.run": json.dumps(info).encode()})
+                    meta = {b"lacgan.fingerprint": fp, b"lacgan.run": json.dumps(info).encode()}
+                    write_table(df, part, PAYOFF_SCHEMA, meta)
                 table = pq.read_table(part)
                 runs[name] = json.loads(table.schema.metadata[b"lacgan.run"])
                 parts.append(table.to_pandas())
     scores = pd.concat(parts, ignore_index=True)
-    _write(scores, out / "scores.parquet", {b"lacgan.runs": json.dumps(runs).encode(),
+    write_table(scores, out / "scores.parquet", PAYOFF_SCHEMA, {b"lacgan.runs": json.dumps(runs).encode(),
                                             b"lacgan.test_fold": str(cfg.test_fold).encode()})
     return write_payoff(out / "scores.parquet", out, cfg.band)
 
@@ -144,14 +135,13 @@ def measure_payoff(store_path, synth_out, out, cfg: PayoffConfig = PayoffConfig(
 # ---- the numbers, from the score file ---------------------------------------------------------------------
 def read_payoff_scores(path) -> tuple[pd.DataFrame, dict]:
     """(long score table, {run name: info incl. supported_aus})."""
-    path = Path(path)
-    if not path.exists():
-        raise PayoffError(f"{path}: no payoff score table (run `lacgan payoff` first)")
-    table = pq.read_table(path)
-    meta = table.schema.metadata or {}
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as e:
+        raise PayoffError(f"{path}: no readable payoff score table ({e}); run `lacgan payoff` first") from None
     if meta.get(b"lacgan.schema") != b"payoff-scores/1":
         raise PayoffError(f"{path}: not a payoff score table (schema tag missing)")
-    return table.to_pandas(), json.loads(meta.get(b"lacgan.runs", b"{}"))
+    return pd.read_parquet(path), json.loads(meta.get(b"lacgan.runs", b"{}"))
 
 
 def run_f1(scores: pd.DataFrame, supported: list[int]) -> pd.DataFrame:

@@ -42,6 +42,7 @@ from manifests.folds import check_training_rows
 from pipelines.plan import PlanError, _rate_vector, read_plan, store_frames, validate_plan, write_plan
 
 GOALS = ("balanced", "rates")
+PLAN, SYNTH, EXPORT, PAYOFF = "plan.parquet", "synthetic", "export", "payoff"  # a training-set folder's parts
 
 
 class TrainsetError(ValueError):
@@ -231,6 +232,26 @@ def synthetic_extra(synth_out, store_path, test_fold: int = 3):
                                     labels=man[list(AU_COLUMNS)].to_numpy(np.int8))
     rows = man["source_row"].to_numpy()
     return ExtraFrames(frames, store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))))
+
+
+def build_trainset(store_path, checkpoint, out, cfg: TrainsetConfig = TrainsetConfig(), gen_cfg=None,
+                   plan_path=None) -> dict:
+    """Plan (or take `plan_path`), generate and export a training set into `out` (OUT/plan.parquet,
+    OUT/synthetic, OUT/export); every step resumes. Returns the paths and each step's wall time."""
+    import time
+
+    from pipelines.trainset_export import ExportConfig, export_trainset
+
+    out, times = Path(out), {}
+    t0 = time.perf_counter()
+    plan = Path(plan_path) if plan_path else plan_trainset(store_path, out / PLAN, cfg)
+    times["plan_s"] = time.perf_counter() - t0
+    summary = generate_trainset(plan, store_path, checkpoint, out / SYNTH, cfg.test_fold, gen_cfg)
+    times["generate_s"] = time.perf_counter() - t0 - times["plan_s"]
+    manifest = export_trainset(store_path, out / SYNTH, out / EXPORT, ExportConfig(test_fold=cfg.test_fold))
+    times["export_s"] = time.perf_counter() - t0 - times["plan_s"] - times["generate_s"]
+    return {"plan": str(plan), "synthetic": str(out / SYNTH), "export": str(out / EXPORT),
+            "manifest": str(manifest), "generation": summary, **times}
 
 
 # ---- what the set looks like ------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from manifests.aligned import AlignedStore
 from manifests.aus import AU_COLUMNS, AUS
 from manifests.bp4d import AU_OCC, SUBJECT_RE, TASK_RE
 from manifests.folds import check_training_rows
+from manifests.schema import write_table
 from pipelines import synth_store as ss
 from pipelines.plan import store_frames
 from pipelines.trainset import rate_table
@@ -126,13 +127,10 @@ def trainset_rows(store_path, synth_out, test_fold: int = 3) -> pd.DataFrame:
 
 def validate_trainset(df: pd.DataFrame, source: str = "<memory>") -> pd.DataFrame:
     """`df` in TRAINSET_SCHEMA's order and dtypes, or ExportError naming `source`."""
-    missing = [f.name for f in TRAINSET_SCHEMA if f.name not in df.columns]
-    if missing:
-        raise ExportError(f"{source}: training-set manifest lacks columns {missing}")
-    out = df[[f.name for f in TRAINSET_SCHEMA]].copy()
-    for f in TRAINSET_SCHEMA:
-        out[f.name] = out[f.name].astype(f.type.to_pandas_dtype()) if pa.types.is_integer(f.type) \
-            else out[f.name].astype(str)
+    try:  # pyarrow checks and casts every column to the schema's type
+        out = pa.Table.from_pandas(df[TRAINSET_SCHEMA.names], schema=TRAINSET_SCHEMA, preserve_index=False).to_pandas()
+    except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ExportError(f"{source}: does not fit the training-set manifest schema ({e})") from None
     if not np.array_equal(out["index"].to_numpy(), np.arange(len(out))):
         raise ExportError(f"{source}: index must be 0..N-1 in order")
     if out.duplicated(["subject", "task", "frame"]).any():
@@ -268,10 +266,7 @@ def export_trainset(store_path, synth_out, out, cfg: ExportConfig = ExportConfig
             write_jpeg(out / path, image, cfg.jpeg_quality)
         g["done"][k] = 1  # the chunk's commit mark
     _write_lists(out, rows, g["landmarks"][:])
-    table = pa.Table.from_pandas(rows, schema=TRAINSET_SCHEMA, preserve_index=False)
-    tmp = out / f".{MANIFEST}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, out / MANIFEST)
+    write_table(rows, out / MANIFEST, TRAINSET_SCHEMA)
     ss.write_json(out / MARK, {**record, "complete": True, **summary(rows, synth_out)})
     return out / MANIFEST
 

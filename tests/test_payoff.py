@@ -4,6 +4,9 @@ LAC-GAN Editor. Most synthetic frames come from `standin_editor.StandInEditor` (
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,11 +98,16 @@ def test_jaanet_payoff_smoke(aligned_store, synth, tmp_path):
     assert both["extra_frames"] == len(synthetic_extra(synth, aligned_store, 3).frames) and real["extra_frames"] == 0
 
 
+@pytest.fixture(scope="module")
+def smoke_ckpt(aligned_store, tmp_path_factory):
+    return train_smoke_lacgan(aligned_store, tmp_path_factory.mktemp("lacgan") / "run")
+
+
 @pytest.mark.slow
-def test_cli_trainset_and_payoff_with_the_real_editor(aligned_store, tmp_path, capsys):
+def test_cli_trainset_and_payoff_with_the_real_editor(aligned_store, smoke_ckpt, tmp_path, capsys):
     from flows.cli import main
 
-    ckpt = train_smoke_lacgan(aligned_store, tmp_path / "lacgan")
+    ckpt = smoke_ckpt
     rc = main(["trainset", "--store", str(aligned_store), "--checkpoint", ckpt, "--out", str(tmp_path / "ts"),
                "--workers", "0", "--ratio", "0.5"])
     text = capsys.readouterr().out
@@ -110,3 +118,14 @@ def test_cli_trainset_and_payoff_with_the_real_editor(aligned_store, tmp_path, c
     rc = main(["payoff", "--trainset", str(tmp_path / "ts"), "--seeds", "0,1"])
     assert rc == 0 and "real + synthetic" in capsys.readouterr().out
     assert (tmp_path / "ts" / "payoff" / "payoff.png").exists()
+
+
+def test_flow_tasks_build_the_set_and_measure_it(aligned_store, smoke_ckpt, tmp_path):
+    """The flow's tasks, without the engine (task.fn): the same library steps as the CLI."""
+    from flows import tasks
+
+    export = tasks.trainset.fn(str(aligned_store), smoke_ckpt, str(tmp_path / "ts"), ratio=0.5, workers=0)
+    assert json.loads((Path(export) / "trainset.json").read_text())["complete"]
+    md = tasks.payoff.fn(str(aligned_store), str(tmp_path / "ts" / "synthetic"), str(tmp_path / "payoff"),
+                         ("hogsvm",), seeds=(0,))
+    assert "hogsvm" in Path(md).read_text() and (tmp_path / "payoff" / "scores.parquet").exists()
