@@ -131,3 +131,19 @@ def store_sequences(store) -> np.ndarray:
     """(N,) "subject/task" keys for every row of an aligned store, read from its manifest (attr `manifest`)."""
     df = store.manifest()
     return (df["subject"].astype(str) + "/" + df["task"].astype(str)).to_numpy(dtype=object)
+
+
+@dataclass(frozen=True)
+class ExtraFrames:
+    """Frames a trainable detector learns from beside the store's training folds (e.g. LAC-GAN's synthetic
+    frames): `train_detector(..., extra=[ExtraFrames, ...])`."""
+
+    frames: FrameSource  # images (crop size of the store) and labels (n, 12), required
+    landmarks: np.ndarray  # (n, 68, 2) float32 iBUG-68 points in the frames' pixels
+
+    def __post_init__(self):
+        if self.frames.labels is None:
+            raise FrameError(f"{self.frames.name}: extra training frames need labels")
+        if self.landmarks.shape != (len(self.frames), 68, 2):
+            raise FrameError(f"{self.frames.name}: landmarks must be ({len(self.frames)}, 68, 2), "
+                             f"got {self.landmarks.shape}")

@@ -161,9 +161,10 @@ def fit_svms(feats: np.ndarray, labels: np.ndarray, cfg: HogSvmConfig, seed: int
 
 
 def train_hogsvm(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, minutes: float | None = None,
-                 **overrides) -> dict:
-    """Fit on every fold but `test_fold`; save; report held-out metrics. (`minutes` is accepted for CLI symmetry;
-    fitting is one pass and is not cut short.)"""
+                 extra=None, seed: int = 0, **overrides) -> dict:
+    """Fit on every fold but `test_fold`, plus the `extra` frames (detectors.frames.ExtraFrames) when given; save;
+    report held-out metrics. `seed` seeds LinearSVC. (`minutes` is accepted for CLI symmetry; fitting is one pass
+    and is not cut short.)"""
     from detectors.metrics import au_metrics
 
     if preset not in PRESETS:
@@ -175,10 +176,14 @@ def train_hogsvm(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
     train = frames.subset(folds != test_fold)
     if not len(train):
         raise ValueError(f"{store_path}: no aligned frames outside test fold {test_fold}")
-    aus, coef, icpt, mean, scale = fit_svms(extract(train, cfg), train.labels, cfg)
+    feats, labels = extract(train, cfg), train.labels
+    for more in extra or ():
+        feats = np.concatenate([feats, extract(more.frames, cfg, desc="hogsvm: HOG (extra)")])
+        labels = np.concatenate([labels, more.frames.labels])
+    aus, coef, icpt, mean, scale = fit_svms(feats, labels, cfg, seed)
     det = HogSvmDetector(cfg, aus, coef, icpt, mean, scale)
-    summary = {"preset": preset, "test_fold": test_fold, "train_frames": int(len(train)),
-               "train_minutes": round((time.time() - t0) / 60, 2)}
+    summary = {"preset": preset, "test_fold": test_fold, "train_frames": int(len(train)), "seed": seed,
+               "extra_frames": int(len(labels) - len(train)), "train_minutes": round((time.time() - t0) / 60, 2)}
     det.save(out_dir, summary)
     test = frames.subset(folds == test_fold)
     if len(test):

@@ -2,6 +2,7 @@
 
     augment(out, preset="demo")            embedded cohort -> align -> LAC-GAN -> detectors -> plan -> generate
                                             -> counterfactual (cohort only) -> score -> report (Table 1)
+                                            -> training set + payoff (hogsvm)
     augment(out, preset="bp4d", bp4d_root=...)   the same on a BP4D tree with the paper presets
 
 Every step writes under `out` (layout in `Layout`) and resumes, so re-running the flow after an interruption
@@ -34,6 +35,7 @@ class AugmentPreset:
     identity_pairs: int = 64  # source/synthetic pairs for the identity distance
     test_fold: int = 3  # JAA-Net protocol: train on folds 1-2, test on fold 3
     source: str = "random"  # plan sources: any other frame of the subject, or "neutral" (its least expressive)
+    payoff: tuple[str, ...] = ()  # detectors whose training-set payoff is measured (empty: no training set)
 
 
 PRESETS: dict[str, AugmentPreset] = {
@@ -42,7 +44,7 @@ PRESETS: dict[str, AugmentPreset] = {
         size=64, lacgan_preset="demo", lacgan_steps=300,
         detectors={"jaanet": {"preset": "cpu", "minutes": 6.0}, "hogsvm": {"preset": "cpu"}},
         cohort=dict(subjects=12, tasks=4, frames=24, size=160), frames_per_shard=64, identity_pairs=32,
-        source="neutral"),
+        source="neutral", payoff=("hogsvm",)),
     # BP4D with the paper's sizes and schedules (GPU recommended).
     "bp4d": AugmentPreset(
         size=200, lacgan_preset="paper", lacgan_steps=None,
@@ -69,13 +71,14 @@ class Layout:
     counterfactual: str  # counterfactual frames (embedded cohort only), synthetic-store layout
     scores: str  # long score table
     report: str  # report folder
+    trainset: str  # label-balanced training set (plan, synthetic, export) and its payoff
 
     @classmethod
     def under(cls, out) -> "Layout":
         out = Path(out)
         return cls(*(str(out / n) for n in ("cohort", "manifest.parquet", "aligned.zarr", "lacgan", "detectors",
                                             "plan.parquet", "synthetic", "counterfactual", "scores.parquet",
-                                            "report")))
+                                            "report", "trainset")))
 
 
 # ---- step flows ----------------------------------------------------------------------------------------
@@ -128,6 +131,14 @@ def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None
     return md
 
 
+@flow(name="trainset")
+def trainset(store: str, checkpoint: str, out: str, detectors: tuple[str, ...] = ("hogsvm",), test_fold: int = 3,
+             workers: int = 2, scheduler: str | None = None) -> str:
+    """A balanced training set from the training folds, exported, and its payoff; returns payoff.md."""
+    t.trainset(store, checkpoint, out, test_fold, workers=workers, scheduler=scheduler)
+    return t.payoff(store, str(Path(out) / "synthetic"), str(Path(out) / "payoff"), detectors, test_fold=test_fold)
+
+
 # ---- the umbrella flow -----------------------------------------------------------------------------------
 @flow(name="augment")
 def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str | None = None, workers: int = 2,
@@ -173,4 +184,7 @@ def _one_fold(p: AugmentPreset, lay: Layout, store: str, test_fold: int, workers
     synth = t.generate(plan_path, store, gan, lay.synth, workers, scheduler, p.frames_per_shard)
     cf = t.counterfactual(plan_path, store, lay.counterfactual)
     scores = t.score(store, synth, dets, lay.scores, test_fold, openface, cf)
-    return report(scores, synth, store, lay.report, gan, p.identity_pairs, cf)
+    md = report(scores, synth, store, lay.report, gan, p.identity_pairs, cf)
+    if p.payoff:  # the second product: a balanced training set and what it buys a detector
+        trainset(store, gan, lay.trainset, p.payoff, test_fold, workers, scheduler)
+    return md

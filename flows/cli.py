@@ -15,6 +15,7 @@ REGISTRARS = (
     "pipelines.cli_data",  # ingest, align, regions
     "lacgan.cli",  # train, edit
     "detectors.cli",  # detect train|score
+    "pipelines.cli_trainset",  # trainset, payoff
     "flows.cli_flows",  # plan, generate, score, report, augment, serve
 )
 

@@ -172,3 +172,25 @@ def publish_report(report_md: str) -> None:
     create_markdown_artifact(key="augment-report", markdown=(
         f"# Augment report\n\nFolder: `{folder.resolve()}`\n\n## Figures\n\n{figures}\n\n"
         f"Score files (recompute every number): `{(folder / 'scores.parquet').resolve()}`"))
+
+
+# ---- the training set and its payoff ----------------------------------------------------------------------
+@task  # no retries: plan, generation and export each resume by themselves
+def trainset(store: str, checkpoint: str, out: str, test_fold: int = 3, ratio: float = 1.0, workers: int = 2,
+             scheduler: str | None = None) -> str:
+    """A balanced training set (training folds only) into out/{plan.parquet,synthetic,export}; returns out/export."""
+    from pipelines.generate import GenerateConfig
+    from pipelines.trainset import TrainsetConfig, build_trainset
+
+    cfg = TrainsetConfig(ratio=ratio, test_fold=test_fold)
+    return build_trainset(store, checkpoint, out, cfg, GenerateConfig(workers=workers, scheduler=scheduler))["export"]
+
+
+@task
+def payoff(store: str, synth: str, out: str, detectors: tuple[str, ...], seeds: tuple[int, ...] = (0, 1),
+           test_fold: int = 3) -> str:
+    """Real-only vs real + synthetic detector training, scored on held-out real frames; returns payoff.md."""
+    from pipelines.payoff import PayoffConfig, measure_payoff
+
+    cfg = PayoffConfig(detectors=tuple(detectors), seeds=tuple(seeds), test_fold=test_fold)
+    return str(measure_payoff(store, synth, out, cfg))

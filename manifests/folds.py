@@ -85,3 +85,34 @@ def _balanced(frames: dict[str, int], n_folds: int, seed: int) -> dict[str, int]
             count[k] += 1
             fold_frames[k] += frames[s]
     return out
+
+
+# ---- keeping test subjects out of training sets ----------------------------------------------------------
+class FoldLeakError(ValueError):
+    """A training set that would contain a test-fold subject; the message names the subject and the file."""
+
+
+def check_training_rows(rows, frames, test_fold: int, source: str = "<rows>") -> None:
+    """Refuse rows (a table with `subject`, `source_row` and optionally `target_row`, e.g. a plan or a synthetic
+    manifest) whose identity, source frame or target label pattern belongs to a subject of `test_fold`.
+
+    `frames` is the frame manifest the rows refer to (row_id, subject, fold). Raises FoldLeakError naming
+    `source`, what leaked and the first leaked subject."""
+    subject_of = frames.set_index("row_id")["subject"]
+    test = set(frames.loc[frames["fold"] == test_fold, "subject"].astype(str))
+    checks = [("identities (subject column)", rows["subject"].astype(str))]
+    for col, what in (("source_row", "source frames"), ("target_row", "target label patterns")):
+        if col in rows:
+            ids = rows[col].to_numpy()
+            ids = ids[ids >= 0]
+            unknown = np.setdiff1d(ids, subject_of.index.to_numpy())
+            if len(unknown):
+                raise FoldLeakError(f"{source}: {col} values {unknown[:5].tolist()} are not rows of the frame "
+                                    f"manifest, so their subjects cannot be checked")
+            checks.append((what, subject_of.loc[ids].astype(str)))
+    for what, subjects in checks:
+        leaked = sorted(set(subjects) & test)
+        if leaked:
+            more = f" (and {len(leaked) - 1} more: {', '.join(leaked[1:4])})" if len(leaked) > 1 else ""
+            raise FoldLeakError(f"{source}: {what} include test-fold subject {leaked[0]}{more}; a training set "
+                                f"may use only subjects outside fold {test_fold}")

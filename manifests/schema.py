@@ -62,21 +62,26 @@ def validate_frames(df: pd.DataFrame, source: str = "<memory>") -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema, meta: dict | None = None) -> Path:
+    """Write `df`'s columns of `schema` as Parquet with the schema's metadata plus `meta`, atomically (a temp
+    name, then a rename), so a crash never leaves a half-written file under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = schema.with_metadata({**(schema.metadata or {}), **(meta or {})})
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def write_manifest(df: pd.DataFrame, path: str | os.PathLike, root: str | os.PathLike) -> Path:
     """Validate and write atomically (temp file then rename), so a crash never leaves a half manifest.
 
     `root` is the dataset root that `image_path` is relative to; it is stored (absolute) in the file's metadata.
     """
-    path = Path(path)
     df = validate_frames(df, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    meta = dict(FRAME_SCHEMA.metadata)
-    meta[b"lacgan.root"] = str(Path(root).resolve()).encode()
-    table = pa.Table.from_pandas(df, schema=FRAME_SCHEMA.with_metadata(meta), preserve_index=False)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_table(df, path, FRAME_SCHEMA, {b"lacgan.root": str(Path(root).resolve()).encode()})
 
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:

@@ -8,6 +8,12 @@
     train_cache.npy      training crops resized to the input size (a memmap, so BP4D need not fit in RAM)
 
 Re-running the same command resumes at the last finished epoch.
+
+`extra=[ExtraFrames, ...]` (detectors.frames) adds frames, e.g. LAC-GAN's synthetic ones, to the training set
+under the same budget: an epoch is still len(real training frames) // batch_size steps, drawn at random from the
+real + extra frames, so a run with extra frames takes exactly as many optimizer steps, at the same learning
+rates, as one without (each frame is then seen fewer times). The AU loss weights (1 / rate) are computed over
+the frames actually trained on.
 """
 
 from __future__ import annotations
@@ -99,18 +105,25 @@ def _training_rows(store: AlignedStore, test_fold: int) -> np.ndarray:
     return rows
 
 
-def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path) -> np.ndarray:
-    """Training images resized to `size`, as a .npy memmap in out_dir (rebuilt when rows/size differ)."""
+def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extra=()) -> np.ndarray:
+    """Training images (store rows, then the extra frames) resized to `size`, as a .npy memmap in out_dir
+    (rebuilt when rows/size/extra differ)."""
     path, key = out_dir / "train_cache.npy", out_dir / "train_cache.json"
     want = {"rows": int(len(rows)), "first": int(rows[0]), "last": int(rows[-1]), "size": size,
-            "store": str(store.path)}
+            "store": str(store.path), "extra": [[e.frames.name, len(e.frames)] for e in extra]}
     if path.exists() and key.exists() and json.loads(key.read_text()) == want:
         return np.load(path, mmap_mode="r")
     tmp = out_dir / "train_cache.tmp.npy"
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3))
+    n = len(rows) + sum(len(e.frames) for e in extra)
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     step = 256
     for i in tqdm(range(0, len(rows), step), desc="jaanet: caching training crops", leave=False):
-        arr[i:i + step] = data.resize_images(store.read(rows[i:i + step])[0], size)
+        arr[i:min(i + step, len(rows))] = data.resize_images(store.read(rows[i:i + step])[0], size)
+    i = len(rows)
+    for e in extra:
+        for _, im in tqdm(e.frames.batches(step), desc="jaanet: caching extra crops", leave=False):
+            arr[i:i + len(im)] = data.resize_images(im, size)
+            i += len(im)
     arr.flush()
     del arr
     os.replace(tmp, path)
@@ -125,9 +138,10 @@ def _atomic_torch_save(obj, path: Path):
 
 
 def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, minutes: float | None = None,
-                 **overrides) -> dict:
-    """Train on every fold but `test_fold`, stop after `minutes` of training if given; save; score the held-out
-    fold. `overrides` replace JaaNetConfig fields of the preset (e.g. epochs=1)."""
+                 extra=None, **overrides) -> dict:
+    """Train on every fold but `test_fold` (plus `extra` frames, same budget: module doc), stop after `minutes`
+    of training if given; save; score the held-out fold. `overrides` replace JaaNetConfig fields of the preset
+    (e.g. epochs=1)."""
     from detectors.jaanet.detector import JaaNetDetector, save_weights
 
     if preset not in PRESETS:
@@ -141,11 +155,15 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
     rng = np.random.default_rng(cfg.seed)
 
     rows = _training_rows(store, test_fold)
-    labels = store.labels()[rows]
-    lm_in = data.resize_landmarks(store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))),
-                                  store.size, cfg.input_size)
-    lm49_in = to_49(lm_in)
-    images = _cache(store, rows, cfg.input_size, out_dir)
+    extra = [e for e in extra or () if len(e.frames)]
+    for e in extra:
+        if e.frames.size != store.size or not np.isfinite(e.landmarks).all():
+            raise ValueError(f"{e.frames.name}: extra frames must be {store.size}-px crops with finite landmarks")
+    labels = np.concatenate([store.labels()[rows], *[e.frames.labels for e in extra]])
+    lm = np.concatenate([store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))),
+                         *[e.landmarks for e in extra]])
+    lm49_in = to_49(data.resize_landmarks(lm, store.size, cfg.input_size))
+    images = _cache(store, rows, cfg.input_size, out_dir, extra)
     w = torch.from_numpy(au_weights(labels)).to(dev)
 
     net = JaaNet(crop=cfg.crop, unit=cfg.unit).to(dev)
@@ -173,7 +191,7 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, epoch) * g["lr_mult"]
         net.train()
-        order = rng.permutation(len(rows))
+        order = rng.permutation(len(labels))  # real + extra; only the first n_batches batches are used
         bar = tqdm(range(n_batches), desc=f"jaanet epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for i in bar:
             idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
@@ -199,6 +217,7 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
     train_minutes = spent_before + (time.time() - t0) / 60
 
     summary = {"preset": preset, "test_fold": test_fold, "train_frames": int(len(rows)),
+               "extra_frames": int(len(labels) - len(rows)), "steps_per_epoch": n_batches,
                "train_minutes": round(train_minutes, 2), "epochs_completed": completed,
                "cpu_minutes_this_run": round((time.process_time() - cpu0) / 60, 2),
                "torch_threads": torch.get_num_threads(),

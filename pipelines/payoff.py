@@ -1,0 +1,252 @@
+"""The payoff of a training set: does adding the synthetic frames help a detector on held-out real frames?
+
+Each trainable detector (detectors.base.TRAINERS) is trained twice per seed, with the same preset, seed and
+budget: on the store's real training frames (arm `real`), and on those plus the synthetic frames (arm
+`real+synthetic`, `train_detector(..., extra=[synthetic_extra(...)])`). Both are scored on the held-out fold's
+REAL frames only. Same budget: HOG+SVM is one convex fit with the same settings either way; JAA-Net runs the same
+number of optimizer steps (an epoch stays len(real training frames) // batch steps, drawn from the larger set;
+detectors/jaanet/train.py).
+
+Output folder:
+
+    OUT/runs/<detector>-<arm>-seed<k>/    each trained detector (resumes; JAA-Net from its checkpoint)
+    OUT/scores/<...>.parquet             its held-out scores, written once it is trained (the resume mark)
+    OUT/scores.parquet                   all of them (PAYOFF_SCHEMA): every number below is recomputed from it
+    OUT/payoff.{md,csv,json}, OUT/payoff.png   per-AU F1 mean ± sd over seeds per arm, the delta, which AUs
+                                         gained or lost, and the always-present baseline
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests.aus import AUS
+from manifests.schema import write_table
+
+ARMS = ("real", "real+synthetic")
+
+PAYOFF_SCHEMA = pa.schema(
+    [
+        pa.field("detector", pa.string(), nullable=False),  # registry name
+        pa.field("arm", pa.string(), nullable=False),  # one of ARMS: what it was trained on
+        pa.field("seed", pa.int64(), nullable=False),  # training seed
+        pa.field("frame_id", pa.int64(), nullable=False),  # aligned-store row of a held-out real frame
+        pa.field("au", pa.int8(), nullable=False),  # AU number; unsupported AUs have no rows
+        pa.field("score", pa.float32()),  # the detector's score
+        pa.field("present", pa.int8(), nullable=False),  # its 1/0 decision
+        pa.field("label", pa.int8(), nullable=False),  # ground truth: 1, 0, -1 unknown
+        pa.field("status", pa.string(), nullable=False),  # "ok" or why the frame has no valid score
+    ],
+    metadata={b"lacgan.schema": b"payoff-scores/1"},
+)
+
+
+class PayoffError(ValueError):
+    """A payoff run that cannot start or resume; the message names the folder or the input."""
+
+
+@dataclass(frozen=True)
+class PayoffConfig:
+    detectors: tuple[str, ...] = ("hogsvm",)  # trainable detectors (detectors.base.TRAINERS)
+    seeds: tuple[int, ...] = (0, 1)  # training seeds; each arm is trained once per seed
+    preset: str = "cpu"  # detector preset, the same for both arms
+    test_fold: int = 3  # trained on by neither arm; its real frames are the only ones scored
+    overrides: dict = field(default_factory=dict)  # {detector: {field: value}} for both arms: {"jaanet": {"epochs": 2}}
+    band: float = 1.0  # |delta| below this many F1 points counts as unchanged
+
+
+def _slug(arm: str) -> str:
+    return arm.replace("+", "-")
+
+
+def _fingerprint(store_path, synth_out, det: str, arm: str, seed: int, cfg: PayoffConfig) -> bytes:
+    gen = Path(synth_out) / "generation.json"
+    blob = {"store": str(Path(store_path).resolve()), "detector": det, "arm": arm, "seed": seed,
+            "preset": cfg.preset, "test_fold": cfg.test_fold, "overrides": cfg.overrides.get(det, {}),
+            "synthetic": hashlib.sha256(gen.read_bytes()).hexdigest() if arm != "real" and gen.exists() else None}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest().encode()
+
+
+def _current(path: Path, fingerprint: bytes) -> bool:
+    try:
+        return (pq.read_schema(path).metadata or {}).get(b"lacgan.fingerprint") == fingerprint
+    except (OSError, pa.ArrowInvalid):
+        return False
+
+
+def train_and_score(store_path, run_dir, det: str, seed: int, cfg: PayoffConfig, extra=None
+                    ) -> tuple[pd.DataFrame, dict]:
+    """Train one detector (one arm, one seed) and score the held-out fold's real frames; (long table, info)."""
+    from detectors.base import load_detector, train_detector
+    from detectors.frames import FrameSource
+
+    t0 = time.perf_counter()
+    summary = train_detector(det, store_path, run_dir, preset=cfg.preset, test_fold=cfg.test_fold, seed=seed,
+                             extra=extra, **cfg.overrides.get(det, {}))
+    test = FrameSource.from_store(store_path, fold=cfg.test_fold)
+    detector = load_detector(det, run_dir)
+    df = detector.score(test)
+    pos = pd.Series(np.arange(len(test)), index=test.frame_ids).loc[df["frame_id"].to_numpy()].to_numpy()
+    df["label"] = test.labels[pos, np.searchsorted(np.asarray(AUS), df["au"].to_numpy())]
+    info = {"supported_aus": [int(a) for a in detector.supported_aus], "train_frames": summary.get("train_frames"),
+            "extra_frames": summary.get("extra_frames", 0), "steps_per_epoch": summary.get("steps_per_epoch"),
+            "minutes": round((time.perf_counter() - t0) / 60, 2)}
+    return df, info
+
+
+def measure_payoff(store_path, synth_out, out, cfg: PayoffConfig = PayoffConfig()) -> Path:
+    """Train, score and tabulate every (detector, seed, arm); resumes with what is missing. Returns payoff.md."""
+    from pipelines.trainset import synthetic_extra
+
+    out = Path(out)
+    if not cfg.seeds or not cfg.detectors:
+        raise PayoffError("give at least one detector and one seed")
+    extra = [synthetic_extra(synth_out, store_path, cfg.test_fold)]
+    parts, runs = [], {}
+    for det in cfg.detectors:
+        for seed in cfg.seeds:
+            for arm in ARMS:
+                name = f"{det}-{_slug(arm)}-seed{seed}"
+                part, fp = out / "scores" / f"{name}.parquet", _fingerprint(store_path, synth_out, det, arm, seed, cfg)
+                if not _current(part, fp):
+                    df, info = train_and_score(store_path, out / "runs" / name, det, seed, cfg,
+                                               extra if arm != "real" else None)
+                    df = df.assign(detector=det, arm=arm, seed=seed)
+                    meta = {b"lacgan.fingerprint": fp, b"lacgan.run": json.dumps(info).encode()}
+                    write_table(df, part, PAYOFF_SCHEMA, meta)
+                table = pq.read_table(part)
+                runs[name] = json.loads(table.schema.metadata[b"lacgan.run"])
+                parts.append(table.to_pandas())
+    scores = pd.concat(parts, ignore_index=True)
+    write_table(scores, out / "scores.parquet", PAYOFF_SCHEMA, {b"lacgan.runs": json.dumps(runs).encode(),
+                                            b"lacgan.test_fold": str(cfg.test_fold).encode()})
+    return write_payoff(out / "scores.parquet", out, cfg.band)
+
+
+# ---- the numbers, from the score file ---------------------------------------------------------------------
+def read_payoff_scores(path) -> tuple[pd.DataFrame, dict]:
+    """(long score table, {run name: info incl. supported_aus})."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as e:
+        raise PayoffError(f"{path}: no readable payoff score table ({e}); run `lacgan payoff` first") from None
+    if meta.get(b"lacgan.schema") != b"payoff-scores/1":
+        raise PayoffError(f"{path}: not a payoff score table (schema tag missing)")
+    return pd.read_parquet(path), json.loads(meta.get(b"lacgan.runs", b"{}"))
+
+
+def run_f1(scores: pd.DataFrame, supported: list[int]) -> pd.DataFrame:
+    """Per-AU metrics (detectors.metrics.au_metrics) of one run's long table."""
+    from detectors.metrics import au_metrics
+
+    ids = np.sort(scores["frame_id"].unique())
+    labels = scores.pivot_table(index="frame_id", columns="au", values="label", aggfunc="first")
+    labels = labels.reindex(index=ids, columns=list(AUS)).fillna(-1).to_numpy(np.int8)
+    return au_metrics(labels, scores, tuple(supported), ids)
+
+
+def payoff_table(scores: pd.DataFrame, runs: dict, band: float = 1.0) -> pd.DataFrame:
+    """One row per detector and AU (and "mean"): always-present F1, F1 mean/sd over seeds per arm, the mean
+    paired delta and its sd, and a verdict (gain / loss / unchanged, |delta| < band)."""
+    per_run = []
+    for (det, arm, seed), g in scores.groupby(["detector", "arm", "seed"], sort=True):
+        m = run_f1(g, runs[f"{det}-{_slug(arm)}-seed{seed}"]["supported_aus"])
+        per_run.append(m.assign(detector=det, arm=arm, seed=seed))
+    runs_df = pd.concat(per_run, ignore_index=True)
+    wide = runs_df.pivot_table(index=["detector", "au", "seed"], columns="arm", values="f1", dropna=False)
+    wide["delta"] = wide[ARMS[1]] - wide[ARMS[0]]
+    agg = wide.groupby(level=["detector", "au"], sort=False).agg(["mean", "std"])
+    base = runs_df[runs_df["arm"] == ARMS[0]].groupby(["detector", "au"], sort=False)[["baseline_f1", "n",
+                                                                                       "positives"]].first()
+    out = pd.DataFrame({"n": base["n"], "positives": base["positives"], "always_present": base["baseline_f1"],
+                        "real_mean": agg[(ARMS[0], "mean")], "real_sd": agg[(ARMS[0], "std")],
+                        "synth_mean": agg[(ARMS[1], "mean")], "synth_sd": agg[(ARMS[1], "std")],
+                        "delta": agg[("delta", "mean")], "delta_sd": agg[("delta", "std")]}).reset_index()
+    order = {str(a): i for i, a in enumerate(AUS)} | {"mean": len(AUS)}
+    out = out.sort_values(["detector", "au"], key=lambda c: c.map(order) if c.name == "au" else c)
+    out["verdict"] = np.select([out["delta"] >= band, out["delta"] <= -band], ["gain", "loss"], "unchanged")
+    out.loc[out["delta"].isna(), "verdict"] = "−"
+    out["seeds"] = scores["seed"].nunique()
+    return out.reset_index(drop=True)
+
+
+def _fmt(v, sd=None, sign=False) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "−"
+    s = f"{v:+.1f}" if sign else f"{v:.1f}"
+    return s if sd is None or np.isnan(sd) else f"{s} ± {sd:.1f}"
+
+
+def payoff_markdown(table: pd.DataFrame) -> str:
+    lines = []
+    for det, t in table.groupby("detector", sort=False):
+        lines += [f"### {det}: held-out real frames, F1 % (mean ± sd over {int(t['seeds'].iloc[0])} seeds)", "",
+                  "| AU | n | always present | real only | real + synthetic | Δ | |", "|---|---|---|---|---|---|---|"]
+        for r in t.itertuples():
+            name = f"**{r.au}**" if r.au == "mean" else f"AU{r.au}"
+            lines.append(f"| {name} | {r.n} | {_fmt(r.always_present)} | {_fmt(r.real_mean, r.real_sd)} | "
+                         f"{_fmt(r.synth_mean, r.synth_sd)} | {_fmt(r.delta, r.delta_sd, sign=True)} | {r.verdict} |")
+        per_au = t[t["au"] != "mean"]
+        mean = float(t.loc[t["au"] == "mean", "delta"].iloc[0])
+        named = {v: ", ".join("AU" + a for a in per_au.loc[per_au["verdict"] == v, "au"]) or "none"
+                 for v in ("gain", "loss")}
+        lines += ["", f"Gained: {named['gain']}; lost: {named['loss']}."]
+        if per_au["delta"].notna().any():
+            worst = per_au.loc[per_au["delta"].idxmin()]
+            met = mean >= 3 and worst.delta >= -3
+            lines.append(f"Target (mean Δ ≥ +3, no AU below −3): {'met' if met else 'not met'} "
+                         f"(mean Δ {mean:+.1f}, worst AU{worst.au} {worst.delta:+.1f})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def payoff_chart(table: pd.DataFrame, path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dets = list(dict.fromkeys(table["detector"]))
+    fig, axes = plt.subplots(len(dets), 1, figsize=(11, 3.4 * len(dets)), squeeze=False)
+    for ax, det in zip(axes[:, 0], dets):
+        t = table[table["detector"] == det]
+        x = np.arange(len(t))
+        ax.bar(x - 0.2, t["real_mean"], 0.4, yerr=t["real_sd"].fillna(0), label="real only", color="#8c9db5")
+        ax.bar(x + 0.2, t["synth_mean"], 0.4, yerr=t["synth_sd"].fillna(0), label="real + synthetic", color="#d9823b")
+        ax.scatter(x, t["always_present"], marker="_", s=300, color="black", label="always present", zorder=3)
+        for xi, d, top in zip(x, t["delta"], np.fmax(t["real_mean"], t["synth_mean"])):
+            if not np.isnan(d):
+                ax.text(xi, top + 3, f"{d:+.1f}", ha="center", fontsize=8, color="green" if d >= 0 else "red")
+        ax.set_xticks(x, [a if a == "mean" else f"AU{a}" for a in t["au"]])
+        ax.set_ylim(0, 125)
+        ax.set_ylabel("F1 % (held-out real)")
+        ax.set_title(f"{det}: real only vs real + synthetic (Δ above the bars)")
+        ax.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_payoff(scores_path, out, band: float = 1.0) -> Path:
+    """payoff.{csv,json,md,png} from the score file alone; returns payoff.md."""
+    out = Path(out)
+    scores, runs = read_payoff_scores(scores_path)
+    table = payoff_table(scores, runs, band)
+    table.to_csv(out / "payoff.csv", index=False)
+    (out / "payoff.json").write_text(json.dumps({"table": table.to_dict(orient="records"), "runs": runs},
+                                                indent=2, default=str))
+    payoff_chart(table, out / "payoff.png")
+    md = out / "payoff.md"
+    md.write_text(payoff_markdown(table) + f"\nChart: payoff.png. Scores (recompute every number): {scores_path}\n")
+    return md

@@ -1,0 +1,131 @@
+"""The payoff: both arms trained with the same seeds and budget, scored on held-out real frames only; every number
+of the table recomputed from the saved score file; resuming; JAA-Net at smoke scale; the CLI with the real
+LAC-GAN Editor. Most synthetic frames come from `standin_editor.StandInEditor` (a labelled TEST STAND-IN)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from manifests.aligned import AlignedStore
+from pipeline_fixtures import train_smoke_lacgan
+from pipelines import generate as gen
+from pipelines import payoff as po
+from pipelines.trainset import TrainsetConfig, generate_trainset, plan_trainset, synthetic_extra
+from standin_editor import write_checkpoint
+
+SMALL_JAANET = dict(epochs=1, batch_size=16, input_size=56, crop=48, unit=2)  # smoke scale: 8 steps
+
+
+@pytest.fixture(scope="module")
+def synth(aligned_store, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("payoff")
+    plan = plan_trainset(aligned_store, tmp / "plan.parquet", TrainsetConfig(ratio=1.0))
+    generate_trainset(plan, aligned_store, write_checkpoint(tmp / "ck", 64), tmp / "synth", 3,
+                      gen.GenerateConfig(frames_per_shard=32, workers=0, editor="standin_editor:StandInEditor"))
+    return tmp / "synth"
+
+
+@pytest.fixture(scope="module")
+def hogsvm_payoff(aligned_store, synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hogsvm-payoff")
+    md = po.measure_payoff(aligned_store, synth, out, po.PayoffConfig(detectors=("hogsvm",), seeds=(0, 1)))
+    return out, md
+
+
+def test_table_is_recomputed_from_the_score_file(aligned_store, hogsvm_payoff):
+    out, md = hogsvm_payoff
+    table = pd.read_csv(out / "payoff.csv", dtype={"au": str})
+    scores, runs = po.read_payoff_scores(out / "scores.parquet")
+    assert set(runs) == {f"hogsvm-{a}-seed{s}" for a in ("real", "real-synthetic") for s in (0, 1)}
+    # only held-out real frames were scored
+    folds = AlignedStore.open(aligned_store).folds()
+    assert (folds[scores["frame_id"].unique()] == 3).all()
+    assert runs["hogsvm-real-synthetic-seed0"]["extra_frames"] > 0 == runs["hogsvm-real-seed0"]["extra_frames"]
+    # per-AU F1 by hand (sklearn on the raw rows), then mean/sd over seeds and the paired delta
+    f1 = {}
+    for (arm, seed, au), g in scores.groupby(["arm", "seed", "au"]):
+        g = g[(g["label"] != -1) & (g["status"] == "ok")]
+        f1[arm, seed, str(au)] = 100 * f1_score(g["label"], g["present"], zero_division=0)
+    for r in table[table["au"] != "mean"].itertuples():
+        if ("real", 0, r.au) not in f1:  # an AU with one class in the training labels: unsupported, no number
+            assert np.isnan(r.real_mean) and r.verdict == "−"
+            continue
+        real = [f1["real", s, r.au] for s in (0, 1)]
+        both = [f1["real+synthetic", s, r.au] for s in (0, 1)]
+        assert r.real_mean == pytest.approx(np.mean(real)) and r.synth_mean == pytest.approx(np.mean(both))
+        assert r.real_sd == pytest.approx(np.std(real, ddof=1), abs=1e-9)
+        assert r.delta == pytest.approx(np.mean(np.subtract(both, real)))
+        assert r.verdict == ("gain" if r.delta >= 1 else "loss" if r.delta <= -1 else "unchanged")
+    mean = table[table["au"] == "mean"].iloc[0]
+    assert mean.real_mean == pytest.approx(table[table["au"] != "mean"]["real_mean"].mean())  # over supported AUs
+    text = md.read_text()
+    assert "| AU12 |" in text and "Gained:" in text and "Target" in text and (out / "payoff.png").stat().st_size > 0
+    # the always-present baseline comes from the labels alone
+    g = scores[(scores.au == 12) & (scores.arm == "real") & (scores.seed == 0) & (scores.label != -1)]
+    base = table.set_index("au").loc["12", "always_present"]
+    assert base == pytest.approx(100 * f1_score(g["label"], np.ones(len(g), int)))
+
+
+def test_rerun_resumes_without_retraining(aligned_store, synth, hogsvm_payoff, monkeypatch):
+    out, _ = hogsvm_payoff
+    before = pd.read_csv(out / "payoff.csv")
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(po, "train_and_score", no_training)
+    po.measure_payoff(aligned_store, synth, out, po.PayoffConfig(detectors=("hogsvm",), seeds=(0, 1)))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "payoff.csv"), before)
+
+
+@pytest.mark.slow
+def test_jaanet_payoff_smoke(aligned_store, synth, tmp_path):
+    cfg = po.PayoffConfig(detectors=("jaanet",), seeds=(0,), overrides={"jaanet": SMALL_JAANET})  # 2 seeds: hogsvm
+    po.measure_payoff(aligned_store, synth, tmp_path, cfg)
+    table = pd.read_csv(tmp_path / "payoff.csv", dtype={"au": str})
+    assert list(table["detector"].unique()) == ["jaanet"] and len(table) == 13 and table["seeds"].iloc[0] == 1
+    _, runs = po.read_payoff_scores(tmp_path / "scores.parquet")
+    assert len(runs) == 2
+    # the same budget: as many steps per epoch with the synthetic frames as without (module doc of jaanet.train)
+    real, both = runs["jaanet-real-seed0"], runs["jaanet-real-synthetic-seed0"]
+    assert real["steps_per_epoch"] == both["steps_per_epoch"] == real["train_frames"] // 16
+    assert both["extra_frames"] == len(synthetic_extra(synth, aligned_store, 3).frames) and real["extra_frames"] == 0
+
+
+@pytest.fixture(scope="module")
+def smoke_ckpt(aligned_store, tmp_path_factory):
+    return train_smoke_lacgan(aligned_store, tmp_path_factory.mktemp("lacgan") / "run")
+
+
+@pytest.mark.slow
+def test_cli_trainset_and_payoff_with_the_real_editor(aligned_store, smoke_ckpt, tmp_path, capsys):
+    from flows.cli import main
+
+    ckpt = smoke_ckpt
+    rc = main(["trainset", "--store", str(aligned_store), "--checkpoint", ckpt, "--out", str(tmp_path / "ts"),
+               "--workers", "0", "--ratio", "0.5"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "real+synthetic" in text and (tmp_path / "ts" / "export" / "manifest.parquet").exists()
+    rc = main(["trainset", "--store", str(aligned_store), "--checkpoint", ckpt, "--out", str(tmp_path / "ts"),
+               "--workers", "0", "--ratio", "0.5"])  # the same command again: everything is done, nothing redone
+    assert rc == 0 and "0 shards generated now" in capsys.readouterr().out
+    rc = main(["payoff", "--trainset", str(tmp_path / "ts"), "--seeds", "0,1"])
+    assert rc == 0 and "real + synthetic" in capsys.readouterr().out
+    assert (tmp_path / "ts" / "payoff" / "payoff.png").exists()
+
+
+def test_flow_tasks_build_the_set_and_measure_it(aligned_store, smoke_ckpt, tmp_path):
+    """The flow's tasks, without the engine (task.fn): the same library steps as the CLI."""
+    from flows import tasks
+
+    export = tasks.trainset.fn(str(aligned_store), smoke_ckpt, str(tmp_path / "ts"), ratio=0.5, workers=0)
+    assert json.loads((Path(export) / "trainset.json").read_text())["complete"]
+    md = tasks.payoff.fn(str(aligned_store), str(tmp_path / "ts" / "synthetic"), str(tmp_path / "payoff"),
+                         ("hogsvm",), seeds=(0,))
+    assert "hogsvm" in Path(md).read_text() and (tmp_path / "payoff" / "scores.parquet").exists()
