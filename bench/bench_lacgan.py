@@ -63,7 +63,7 @@ def one(kind: str, preset_name: str, mode: str, store: str | None, device_name: 
     size = cfg.net.size
     n = 16 if quick else 32
     imgs, lm, labels = _faces(n, size, store)
-    cfg = cfg.replace(net={"window": fit_window(lm, size)})
+    cfg = cfg.replace(net={"window": fit_window(lm, size, cfg.net.regions)})
     models = build_models(cfg.net).to(device)
     if kind == "gen":
         from lacgan.infer import generate
@@ -71,16 +71,16 @@ def one(kind: str, preset_name: str, mode: str, store: str | None, device_name: 
         G = models.G.eval()
         targets = np.random.default_rng(0).integers(0, 2, labels.shape).astype(np.int8)
         loop = mode == "loop"
-        generate(G, imgs[:4], lm[:4], targets[:4], size, device, loop=loop)  # warm-up
+        generate(G, cfg.net, imgs[:4], lm[:4], targets[:4], device, labels[:4], loop=loop)  # warm-up
         reps = 1 if quick else 2
         t = time.perf_counter()
         for _ in range(reps):
-            generate(G, imgs, lm, targets, size, device, batch_size=16, loop=loop)
+            generate(G, cfg.net, imgs, lm, targets, device, labels, batch_size=16, loop=loop)
         dt = time.perf_counter() - t
         return {"value": reps * n / dt, "unit": "frames/s", "window": cfg.net.window, "mem": _peak(device)}
     # training step time
     from lacgan.data import sample_targets, to_batch
-    from lacgan.losses import PHASES, LacganLoss, identity_features
+    from lacgan.losses import LacganLoss, identity_features
 
     bs = min(cfg.train.batch_size, 8 if preset_name == "paper" else cfg.train.batch_size)
     feats = None
@@ -88,18 +88,17 @@ def one(kind: str, preset_name: str, mode: str, store: str | None, device_name: 
         from lacgan.identity import load_dlib_face_net
 
         feats = identity_features(load_dlib_face_net(device=device))
-    loss = LacganLoss(models, cfg.loss, feats)
+    loss = LacganLoss(models, cfg.loss, feats, cfg.net)
     opts = {k: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.9)) for k, m in models.named().items()}
     rng = np.random.default_rng(0)
     steps = 2 if (quick or preset_name == "paper") else 5
     times = []
     for s in range(steps + 1):
         idx = rng.integers(0, len(imgs), bs)
-        b = to_batch(imgs[idx], lm[idx], labels[idx], sample_targets(labels[idx], rng, 0.5), size, cfg.net.window,
-                     device)
+        b = to_batch(imgs[idx], lm[idx], labels[idx], sample_targets(labels[idx], rng, 0.5), cfg.net, device)
         t = time.perf_counter()
         g = loss.generate(b)
-        for phase in PHASES:
+        for phase in loss.phases():
             opts[phase].zero_grad(set_to_none=True)
             total, _ = loss.phase(phase, b, g)
             total.backward()

@@ -26,6 +26,14 @@ class NetConfig:
     dz_hidden: tuple[int, ...] = (64, 32, 16)  # D_z: 4 FC layers 60→64→32→16→1 (Sec. 4.1; widths as CAAE)
     local_channels: tuple[int, ...] = (32, 64, 128, 256)  # local D / regressor R: 4 shared conv+BN layers; ours
     global_channels: tuple[int, ...] = (32, 64, 128, 256, 256)  # global image discriminator convs 4×4/2; ours
+    regions: str = "reference"  # AU map rule (lacgan.regions.RULES): "reference" = JAA-Net's, as the paper cites
+    generators: str = "per-au"  # "per-au": one CARG per AU (paper); "per-region": one per distinct region,
+    #                             conditioned on every AU of that region (lacgan.regions.REGION_GROUPS)
+    output: str = "paper"  # "paper": the decoder draws the region; "residual": source + decoder output;
+    #                        "difference": source + D(z, target) − D(z, source labels)
+    composite: str = "paper"  # "paper": Eq. 2 with weights A_i (normalised where they overlap);
+    #                           "plateau": weights min(1, plateau_gain·ΣA) shared in proportion to A_i
+    plateau_gain: float = 3.0  # composite "plateau": the outer 1/gain of a diamond map is the feathered border
 
     def __post_init__(self):
         if len(self.enc_channels) != 5:
@@ -36,6 +44,14 @@ class NetConfig:
             raise ValueError(f"dz_hidden needs 3 widths (4 FC layers), got {self.dz_hidden}")
         if self.window is not None and not (0 < self.window[0] <= self.size and 0 < self.window[1] <= self.size):
             raise ValueError(f"window {self.window} must fit inside the {self.size}-px crop")
+        for name, value, allowed in (("regions", self.regions, ("reference", "wide")),
+                                     ("generators", self.generators, ("per-au", "per-region")),
+                                     ("output", self.output, ("paper", "residual", "difference")),
+                                     ("composite", self.composite, ("paper", "plateau"))):
+            if value not in allowed:
+                raise ValueError(f"NetConfig.{name} must be one of {allowed}, got {value!r}")
+        if self.plateau_gain < 1:
+            raise ValueError(f"plateau_gain must be >= 1, got {self.plateau_gain}")
 
 
 @dataclass(frozen=True)
@@ -49,12 +65,18 @@ class LossConfig:
     beta: tuple[float, ...] = (1.0,) * N_AUS  # β_i, per-AU CARG weight, Eq. 10 (all 1, Sec. 4.1)
     id_alphas: tuple[float, ...] = (0.5, 0.9, 0.75, 1.0, 1.0)  # α_l, Eq. 4 layer weights (Sec. 4.1's α1..α5)
     id_faces: int = 0  # faces of each batch the identity term sees (0 = all); a CPU-time knob, ours
+    g_label: float = 1.0  # scale of R's label term in G's objective (1: Eq. 7's λ_AU·L_label inside λ2); ours
+    lambda_latent: float = 0.0  # latent AU adversary: z must not tell the source's AUs (Fader-style); 0 = paper
+    judge: str = "own"  # what D_local and R see of a fake: "own" = A_i ⊙ G_i (paper), "composite" = the composited
+    #                     image inside the window (what ends up in the frame)
 
     def __post_init__(self):
         if len(self.beta) != N_AUS:
             raise ValueError(f"beta needs {N_AUS} weights, one per AU, got {len(self.beta)}")
         if len(self.id_alphas) != 5:
             raise ValueError(f"id_alphas needs 5 layer weights (Eq. 4), got {len(self.id_alphas)}")
+        if self.judge not in ("own", "composite"):
+            raise ValueError(f"LossConfig.judge must be 'own' or 'composite', got {self.judge!r}")
 
 
 @dataclass(frozen=True)
@@ -139,23 +161,26 @@ def _build(cls, d: dict):
 
 
 PRESETS: dict[str, LacganConfig] = {
-    # The paper's sizes: 200×200 faces, widths as above.
+    # The paper's model and sizes: 200×200 faces, one CARG per AU, JAA-Net's regions, Eq. 2, the paper's losses.
     "paper": LacganConfig(),
-    # CPU demo: 64-px faces, narrow networks; visible edits within minutes on 2 cores.
+    # CPU demo: 64-px faces, narrow networks; the design chosen on the cohort's development folds (docs/lacgan.md).
     "demo": LacganConfig(
         preset="demo",
         net=NetConfig(size=64, enc_channels=(8, 16, 32, 64, 128), local_channels=(8, 16, 32, 64),
-                      global_channels=(8, 16, 32, 32), dz_hidden=(64, 32, 16)),
-        loss=LossConfig(id_faces=2),
+                      global_channels=(8, 16, 32, 32), dz_hidden=(64, 32, 16), regions="wide",
+                      generators="per-region", output="difference", composite="plateau"),
+        loss=LossConfig(id_faces=2, lambda_latent=1.0, g_label=0.0, lambda_img=0.0, lambda_3=0.0,
+                        judge="composite"),
         optim=OptimConfig(lr=5e-4),
-        train=TrainConfig(steps=600, batch_size=16, sample_every=100, checkpoint_every=100, log_every=10),
+        train=TrainConfig(steps=2000, batch_size=16, sample_every=500, checkpoint_every=250, log_every=50),
     ),
-    # Tests: tiny everything.
+    # Tests: tiny everything, the demo's design.
     "smoke": LacganConfig(
         preset="smoke",
         net=NetConfig(size=64, enc_channels=(4, 8, 8, 16, 16), local_channels=(4, 8, 8, 16),
-                      global_channels=(4, 8, 16), dz_hidden=(16, 8, 8), z_dim=8, label_dim=8),
-        loss=LossConfig(id_faces=2),
+                      global_channels=(4, 8, 16), dz_hidden=(16, 8, 8), z_dim=8, label_dim=12, regions="wide",
+                      generators="per-region", output="difference", composite="plateau"),
+        loss=LossConfig(id_faces=2, lambda_latent=1.0, judge="composite"),
         train=TrainConfig(steps=20, batch_size=4, sample_every=10, checkpoint_every=10, log_every=5,
                           sample_faces=2),
     ),

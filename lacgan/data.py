@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lacgan.compose import Windows, fit_window, to_float
-from lacgan.config import LacganConfig
+from lacgan.config import LacganConfig, NetConfig
 from lacgan.losses import Batch
 from manifests.aligned import AlignedStore, StoreError
 from manifests.aus import N_AUS
@@ -89,10 +89,12 @@ class FaceData:
 
 
 def to_batch(images: np.ndarray, landmarks: np.ndarray, labels: np.ndarray, targets: np.ndarray,
-             size: int, window: tuple[int, int], device) -> Batch:
-    """numpy arrays -> a Batch on `device` with its region windows."""
-    check_arrays(images, landmarks, targets, size)
-    win = Windows.from_landmarks(landmarks, size, window).to(device)
+             net: NetConfig, device) -> Batch:
+    """numpy arrays -> a Batch on `device` with one region window per generator group of `net`."""
+    from lacgan.networks import region_groups
+
+    check_arrays(images, landmarks, targets, net.size)
+    win = Windows.from_landmarks(landmarks, net.size, net.window, net.regions, region_groups(net)).to(device)
     return Batch(images=to_float(torch.from_numpy(np.ascontiguousarray(images))).to(device), win=win,
                  labels=torch.from_numpy(np.asarray(labels, np.int64)).to(device),
                  targets=torch.from_numpy(np.asarray(targets, np.int64)).to(device))
@@ -120,4 +122,4 @@ def resolve_window(cfg: LacganConfig, data: FaceData) -> LacganConfig:
     """A config whose CARG window is set: kept when given, else fitted to the training faces' regions."""
     if cfg.net.window is not None:
         return cfg
-    return cfg.replace(net={"window": fit_window(data.train_landmarks(), cfg.net.size)})
+    return cfg.replace(net={"window": fit_window(data.train_landmarks(), cfg.net.size, cfg.net.regions)})

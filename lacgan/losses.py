@@ -3,7 +3,9 @@
 Conventions. Logits are raw; adversarial terms are the log-loss of the paper written with softplus
 (D: softplus(-real) + softplus(fake); G: the non-saturating softplus(-fake)). Per-AU terms are reduced over the
 batch with a mask (an AU whose label is -1 has no real/fake target) and then weighted by β_i (Eq. 10).
-The generated ROI is X̂_i = A_i ⊙ G_i, the real ROI X_AUi = A_i ⊙ X_s (Eq. 1), both inside the AU's window.
+Per-group terms (one group = one generator, see networks.region_groups) are (G,) vectors. The generated ROI is
+A_i ⊙ (the fake region, or the composite inside the window: LossConfig.judge), the real ROI X_AUi = A_i ⊙ X_s
+(Eq. 1), both inside the group's window.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from lacgan.compose import Windows, compose, gather_windows
-from lacgan.config import LossConfig
+from lacgan.config import LossConfig, NetConfig
 from lacgan.identity import crop_to_chip, identity_loss  # Eq. 4, pure (lacgan/identity.py)
 from lacgan.networks import Models
 
 FeatureFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]  # face (B, 3, S, S) in [-1, 1] -> 5 feature maps
-PHASES = ("D_z", "D_local", "D_global", "G")
+PHASES = ("D_z", "D_lat", "D_local", "D_global", "G")
 
 
 # ---- pure loss terms ------------------------------------------------------------------------------------
@@ -50,9 +52,38 @@ def pixel_loss(generated: torch.Tensor, source: torch.Tensor, maps: torch.Tensor
     return masked_mean(err, mask)
 
 
-def regression_loss(pred: torch.Tensor, labels: torch.Tensor, mask=None) -> torch.Tensor:
-    """Eq. 8: ‖R(X) − l‖², with l the AU's label as 0 (absent) / 1 (present), per AU."""
-    return masked_mean((pred - labels.clamp(min=0).to(pred.dtype)) ** 2, mask)
+def regression_loss(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 8: ‖R(X) − l‖², with l the AU's label as 0 (absent) / 1 (present); pred/labels (B, G, slots), labels -1
+    (unknown, or an unused slot) left out -> (G,) mean over the batch and the group's AUs."""
+    known = (labels >= 0).to(pred.dtype)
+    err = (pred - labels.clamp(min=0).to(pred.dtype)) ** 2 * known
+    return err.sum(dim=(0, 2)) / known.sum(dim=(0, 2)).clamp(min=1.0)
+
+
+def latent_loss(logits: torch.Tensor, labels: torch.Tensor, confuse: bool = False) -> torch.Tensor:
+    """The latent AU classifier C on z: binary cross-entropy against the source labels (C's side), or against
+    1/2 (the encoder's side, `confuse`: z should not tell the AUs); logits/labels (B, G, slots) -> (G,)."""
+    known = (labels >= 0).to(logits.dtype)
+    target = torch.full_like(logits, 0.5) if confuse else labels.clamp(min=0).to(logits.dtype)
+    err = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * known
+    return err.sum(dim=(0, 2)) / known.sum(dim=(0, 2)).clamp(min=1.0)
+
+
+def draw(output: str, source: torch.Tensor, dec_target: torch.Tensor, dec_source: torch.Tensor
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fake, reconstruction) regions from the decoder's outputs for the target and the source labels:
+
+        paper       fake = D(z, t)              reconstruction = D(z, s)
+        residual    fake = X + D(z, t)          reconstruction = X + D(z, s)
+        difference  fake = X + D(z, t) − D(z, s)   reconstruction = D(z, s)   (the autoencoder must rebuild X)
+    """
+    if output == "paper":
+        return dec_target, dec_source
+    if output == "residual":
+        return source + dec_target, source + dec_source
+    if output == "difference":
+        return source + dec_target - dec_source, dec_source
+    raise ValueError(f"unknown output {output!r}")
 
 
 def tv_loss(x: torch.Tensor) -> torch.Tensor:
@@ -76,47 +107,77 @@ class Batch:
     """One training batch on the device: sources, their windows, labels and the targets drawn for them."""
 
     images: torch.Tensor  # (B, 3, S, S) float in [-1, 1]
-    win: Windows
+    win: Windows  # one window per generator group
     labels: torch.Tensor  # (B, 12) int64 source labels {1, 0, -1}
     targets: torch.Tensor  # (B, 12) int64 target labels {1, 0, -1}
 
 
 @dataclass
 class GenOut:
-    source: torch.Tensor  # (B, 12, 3, h, w) X_s in each window
-    z: torch.Tensor  # (B, 12, N_z)
-    fake: torch.Tensor  # (B, 12, 3, h, w) G(z, target)
-    recon: torch.Tensor  # (B, 12, 3, h, w) G(z, source label)
-    composed: torch.Tensor  # (B, 3, S, S) X_t (Eq. 2)
+    source: torch.Tensor  # (B, G, 3, h, w) X_s in each window
+    z: torch.Tensor  # (B, G, N_z)
+    fake: torch.Tensor  # (B, G, 3, h, w) the region drawn for the target (losses.draw)
+    recon: torch.Tensor  # (B, G, 3, h, w) the region drawn for the source labels, compared with X_s (Eq. 5)
+    composed: torch.Tensor  # (B, 3, S, S) X_t
+    judged: torch.Tensor  # (B, G, 3, h, w) what D_local and R see of the fake (LossConfig.judge)
+
+
+def effective_targets(targets: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Targets with -1 (keep) replaced by the source's label, so an AU left unnamed keeps its state inside a
+    region whose other AUs change."""
+    return torch.where(targets < 0, labels, targets)
+
+
+def group_beta(beta: tuple[float, ...], groups) -> torch.Tensor:
+    """β per generator group: the mean of its AUs' β_i (Eq. 10)."""
+    from manifests.aus import AUS
+
+    return torch.tensor([sum(beta[AUS.index(a)] for a in g) / len(g) for g in groups])
 
 
 class LacganLoss:
-    """Builds each phase's objective from the pure terms above; returns (total, {name: per-AU or scalar term})."""
+    """Builds each phase's objective from the pure terms above; returns (total, {name: per-group or scalar term})."""
 
-    def __init__(self, models: Models, cfg: LossConfig, id_features: FeatureFn | None = None):
+    def __init__(self, models: Models, cfg: LossConfig, id_features: FeatureFn | None = None,
+                 net: NetConfig | None = None):
         self.m, self.cfg, self.id_features = models, cfg, id_features
+        self.net = net or NetConfig()
+        self.grouping = models.G.grouping
+
+    def phases(self) -> tuple[str, ...]:
+        """The phases with work to do (D_lat without a latent adversary and D_global without Eq. 3 are skipped)."""
+        skip = {"D_lat"} if self.cfg.lambda_latent == 0 else set()
+        skip |= {"D_global"} if self.cfg.lambda_img == 0 else set()
+        return tuple(p for p in PHASES if p not in skip)
 
     def generate(self, b: Batch) -> GenOut:
         source = gather_windows(b.images, b.win)
         x_roi = b.win.maps[:, :, None] * source  # Eq. 1 inside the window
         z = self.m.G.encode(x_roi)
-        both = self.m.G.decode(torch.cat([z, z]), torch.cat([b.targets, b.labels]))  # one call: larger batch
-        fake, recon = both.chunk(2)
-        composed, _ = compose(b.images, fake, b.win, b.targets)
-        return GenOut(source, z, fake, recon, composed)
+        targets = effective_targets(b.targets, b.labels)
+        both = self.m.G.decode(torch.cat([z, z]), torch.cat([targets, b.labels]))  # one call: larger batch
+        dec_t, dec_s = both.chunk(2)
+        fake, recon = draw(self.net.output, source, dec_t, dec_s)
+        composed, _ = compose(b.images, fake, b.win, self.grouping.active(b.targets), self.net.composite,
+                              self.net.plateau_gain)
+        judged = fake if self.cfg.judge == "own" else gather_windows(composed, b.win)
+        return GenOut(source, z, fake, recon, composed, judged)
 
     def phase(self, name: str, b: Batch, g: GenOut, prior: torch.Generator | None = None):
-        beta = torch.tensor(self.cfg.beta, device=b.images.device)
+        beta = group_beta(self.cfg.beta, self.grouping.groups).to(b.images.device)
         maps = b.win.maps[:, :, None]
-        known_s, known_t = b.labels >= 0, b.targets >= 0
+        known_s, known_t = self.grouping.active(b.labels), self.grouping.active(b.targets)
         if name == "D_z":
-            per_au = d_adv_loss(self.m.D_z(sample_prior(g.z, prior)), self.m.D_z(g.z.detach()))
-            return weighted_sum(per_au, beta), {"adv": per_au}
+            per = d_adv_loss(self.m.D_z(sample_prior(g.z, prior)), self.m.D_z(g.z.detach()))
+            return weighted_sum(per, beta), {"adv": per}
+        if name == "D_lat":
+            per = latent_loss(self.m.D_lat(g.z.detach()), self.grouping.labels(b.labels))
+            return weighted_sum(per, beta), {"label": per}
         if name == "D_local":
             real_logit, real_r = self.m.D_local(maps * g.source, b.labels)
-            fake_logit, _ = self.m.D_local(maps * g.fake.detach(), b.targets)
+            fake_logit, _ = self.m.D_local(maps * g.judged.detach(), b.targets)
             adv = d_adv_loss(real_logit, fake_logit, known_s, known_t)
-            reg = regression_loss(real_r, b.labels, known_s)
+            reg = regression_loss(real_r, self.grouping.labels(b.labels))
             return weighted_sum(adv + self.cfg.lambda_au * reg, beta), {"adv": adv, "label": reg}
         if name == "D_global":
             adv = d_adv_loss(self.m.D_global(b.images), self.m.D_global(g.composed.detach())).mean()
@@ -130,14 +191,22 @@ class LacganLoss:
         maps = b.win.maps[:, :, None]
         pix = pixel_loss(g.recon, g.source, b.win.maps, known_s)
         adv_z = g_adv_loss(self.m.D_z(g.z))
-        fake_logit, fake_r = self.m.D_local(maps * g.fake, b.targets)
+        fake_logit, fake_r = self.m.D_local(maps * g.judged, b.targets)
         adv_au = g_adv_loss(fake_logit, known_t)
-        label = regression_loss(fake_r, b.targets, known_t)
-        carg = pix + c.lambda_1 * adv_z + c.lambda_2 * (adv_au + c.lambda_au * label)  # Eq. 9 with Eq. 7
-        adv_img = g_adv_loss(self.m.D_global(g.composed)).mean()
+        label = regression_loss(fake_r, self.grouping.labels(effective_targets(b.targets, b.labels)))
+        carg = pix + c.lambda_1 * adv_z + c.lambda_2 * (adv_au + c.lambda_au * c.g_label * label)  # Eq. 9 with Eq. 7
+        terms = {"pixel": pix, "adv_z": adv_z, "adv_au": adv_au, "label": label}
+        if c.lambda_latent > 0:
+            lat = latent_loss(self.m.D_lat(g.z), self.grouping.labels(b.labels), confuse=True)
+            carg = carg + c.lambda_latent * lat
+            terms["latent"] = lat
         tv = tv_loss(g.composed)
-        total = weighted_sum(carg, beta) + c.lambda_img * adv_img + c.lambda_4 * tv  # Eq. 10
-        terms = {"pixel": pix, "adv_z": adv_z, "adv_au": adv_au, "label": label, "adv_img": adv_img, "tv": tv}
+        total = weighted_sum(carg, beta) + c.lambda_4 * tv  # Eq. 10
+        terms["tv"] = tv
+        if c.lambda_img > 0:
+            adv_img = g_adv_loss(self.m.D_global(g.composed)).mean()
+            total = total + c.lambda_img * adv_img
+            terms["adv_img"] = adv_img
         if self.id_features is not None and c.lambda_3 > 0:
             n = c.id_faces or b.images.shape[0]
             with torch.no_grad():

@@ -1,10 +1,19 @@
-"""LAC-GAN networks (Sec. 3, 4.1). The 12 per-AU networks run as ONE grouped computation.
+"""LAC-GAN networks (Sec. 3, 4.1). The G region generators run as ONE grouped computation.
 
-Per AU i the paper has a CARG (encoder, decoder), a latent discriminator D_z and a local discriminator D with an
-AU regressor R sharing its first 4 conv layers. These are independent across AUs, so each is stored once with
-stacked weights: convolutions with `groups=12` over channel-stacked regions (channels [AU0's c, AU1's c, ...]),
-fully connected layers as a batched matmul (`GroupedLinear`). `CARGStack.forward_loop` runs the same weights one
-AU at a time (the reference for tests and the benchmark).
+A generator group is one CARG with its latent discriminator D_z, its local discriminator D and AU regressor R
+(sharing D's first 4 conv layers) and its latent AU classifier C. `NetConfig.generators` decides the groups:
+
+    per-au       12 groups, one AU each (the paper: a CARG per AU; AUs whose maps coincide are then drawn by
+                 several CARGs on the same pixels and averaged by Eq. 2)
+    per-region   9 groups, one per distinct region (lacgan.regions.REGION_GROUPS): the lip-corner generator is
+                 conditioned on AU12, AU14 and AU15 together, the lip-centre one on AU23 and AU24, so each AU is
+                 controlled on its own and nothing is averaged
+
+Groups are independent, so each network is stored once with stacked weights: convolutions with `groups=G` over
+channel-stacked regions, fully connected layers as a batched matmul (`GroupedLinear`). A group's condition is the
+label code of each of its AUs (+1 present, −1 absent, 0 unknown) in `slots` = max AUs per group places (unused
+places 0), each place tiled to label_dim / slots. `CARGStack.forward_loop` runs the same weights one group at a
+time (the reference for tests and the benchmark).
 """
 
 from __future__ import annotations
@@ -17,9 +26,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from lacgan.config import NetConfig
-from manifests.aus import N_AUS
+from lacgan.regions import REGION_GROUPS
+from manifests.aus import AUS
 
-G = N_AUS  # groups: one per AU
+
+def region_groups(cfg: NetConfig) -> tuple[tuple[int, ...], ...]:
+    """The AUs of each generator group, in order."""
+    return tuple((a,) for a in AUS) if cfg.generators == "per-au" else REGION_GROUPS
+
+
+def group_index(groups) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index (G, slots) into the 12 AUs, valid (G, slots) bool) for gathering per-group label codes."""
+    slots = max(len(g) for g in groups)
+    idx = torch.zeros(len(groups), slots, dtype=torch.long)
+    valid = torch.zeros(len(groups), slots, dtype=torch.bool)
+    for k, g in enumerate(groups):
+        for j, a in enumerate(g):
+            idx[k, j], valid[k, j] = AUS.index(a), True
+    return idx, valid
 
 
 class GroupedLinear(nn.Module):
@@ -52,16 +76,57 @@ def label_code(labels: torch.Tensor) -> torch.Tensor:
     return torch.where(labels > 0, 1.0, torch.where(labels == 0, -1.0, 0.0))
 
 
+class Grouping(nn.Module):
+    """Maps the 12 AU labels onto the generator groups' slots (a fixed, weight-free buffer)."""
+
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = tuple(tuple(g) for g in groups)
+        idx, valid = group_index(self.groups)
+        self.register_buffer("idx", idx, persistent=False)
+        self.register_buffer("valid", valid, persistent=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.groups)
+
+    @property
+    def slots(self) -> int:
+        return int(self.idx.shape[1])
+
+    def codes(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 12) int labels -> (B, G, slots) float codes, 0 in unused slots."""
+        return label_code(labels)[:, self.idx] * self.valid
+
+    def labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 12) -> (B, G, slots) int labels, -1 (unknown) in unused slots."""
+        return torch.where(self.valid, labels[:, self.idx], torch.full_like(labels[:, self.idx], -1))
+
+    def ungroup(self, values: torch.Tensor, fill: float = -1) -> torch.Tensor:
+        """(B, G, slots) per-slot values -> (B, 12) per AU (`fill` for AUs no group holds)."""
+        out = values.new_full((values.shape[0], len(AUS)), fill)
+        out[:, self.idx[self.valid]] = values[:, self.valid]
+        return out
+
+    def active(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 12) targets -> (B, G) bool: the group has a known target for at least one of its AUs."""
+        return (self.labels(labels) >= 0).any(-1)
+
+
 class CARGStack(nn.Module):
-    """12 conditional AU region generators (Sec. 3.2).
+    """G conditional AU region generators (Sec. 3.2).
 
     Encoder: 5 conv 5×5/2 + FC to z (N_z), tanh so that z lives where the uniform prior on [-1, 1] does.
-    Decoder: [z, label code tiled to label_dim] -> FC -> 5 transposed conv 5×5/2 -> tanh, cropped to the window.
+    Decoder: [z, group condition tiled to label_dim] -> FC -> 5 transposed conv 5×5/2 -> tanh, cropped to the window.
     """
 
     def __init__(self, cfg: NetConfig, window: tuple[int, int]):
         super().__init__()
-        self.window, self.z_dim, self.label_dim = tuple(window), cfg.z_dim, cfg.label_dim
+        self.grouping = Grouping(region_groups(cfg))
+        G, S = self.grouping.n, self.grouping.slots
+        if cfg.label_dim % S:
+            raise ValueError(f"label_dim {cfg.label_dim} must be a multiple of {S} (AUs per generator)")
+        self.window, self.z_dim, self.label_dim, self.G = tuple(window), cfg.z_dim, cfg.label_dim, G
         ch, k = (3, *cfg.enc_channels), cfg.kernel
         self.enc = nn.ModuleList(nn.Conv2d(G * a, G * b, k, 2, k // 2, groups=G) for a, b in zip(ch, ch[1:]))
         self.h5, self.w5 = _down(window[0], 5), _down(window[1], 5)
@@ -73,42 +138,49 @@ class CARGStack(nn.Module):
                                  for a, b in zip(rch, rch[1:]))
         self.c5 = ch[-1]
 
+    def condition(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 12) int labels -> (B, G, label_dim) decoder condition."""
+        codes = self.grouping.codes(labels)
+        return codes.repeat_interleave(self.label_dim // codes.shape[-1], dim=-1)
+
     # ---- batched (the fast path) -----------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 12, 3, h, w) regions -> z (B, 12, N_z) in [-1, 1]."""
+        """(B, G, 3, h, w) regions -> z (B, G, N_z) in [-1, 1]."""
         B = x.shape[0]
-        h = x.reshape(B, G * 3, *x.shape[-2:])
+        h = x.reshape(B, self.G * 3, *x.shape[-2:])
         for conv in self.enc:
             h = F.leaky_relu(conv(h), 0.2)
-        return torch.tanh(self.enc_fc(h.reshape(B, G, -1)))
+        return torch.tanh(self.enc_fc(h.reshape(B, self.G, -1)))
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """z (B, 12, N_z), labels (B, 12) int in {1, 0, -1} -> regions (B, 12, 3, h, w) in [-1, 1]."""
+        """z (B, G, N_z), labels (B, 12) int in {1, 0, -1} -> regions (B, G, 3, h, w) in [-1, 1]."""
         B = z.shape[0]
-        cond = label_code(labels).to(z.dtype)[..., None].expand(B, G, self.label_dim)
-        h = F.relu(self.dec_fc(torch.cat([z, cond], dim=-1))).reshape(B, G * self.c5, self.h5, self.w5)
+        cond = self.condition(labels).to(z.dtype)
+        h = F.relu(self.dec_fc(torch.cat([z, cond], dim=-1))).reshape(B, self.G * self.c5, self.h5, self.w5)
         for i, deconv in enumerate(self.dec):
             h = deconv(h)
             h = torch.tanh(h) if i == len(self.dec) - 1 else F.relu(h)
-        return h[..., : self.window[0], : self.window[1]].reshape(B, G, 3, *self.window)
+        return h[..., : self.window[0], : self.window[1]].reshape(B, self.G, 3, *self.window)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x), labels)
 
-    # ---- one AU at a time, same weights (reference) ----------------------------------------------------
+    # ---- one group at a time, same weights (reference) -------------------------------------------------
     def forward_loop(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.forward_single(x[:, g], labels[:, g], g) for g in range(G)], dim=1)
+        cond = self.condition(labels)
+        return torch.stack([self.forward_single(x[:, g], cond[:, g], g) for g in range(self.G)], dim=1)
 
-    def forward_single(self, x: torch.Tensor, labels: torch.Tensor, g: int) -> torch.Tensor:
-        """AU g alone: x (B, 3, h, w), labels (B,) -> (B, 3, h, w)."""
+    def forward_single(self, x: torch.Tensor, cond: torch.Tensor, g: int) -> torch.Tensor:
+        """Group g alone: x (B, 3, h, w), its condition (B, label_dim) -> (B, 3, h, w)."""
+        G = self.G
         h = x
         for conv in self.enc:
             n = conv.out_channels // G
             h = F.leaky_relu(F.conv2d(h, conv.weight[g * n:(g + 1) * n], conv.bias[g * n:(g + 1) * n], 2,
                                       conv.padding), 0.2)
         z = torch.tanh(self.enc_fc.single(h.flatten(1), g))
-        cond = label_code(labels).to(z.dtype)[:, None].expand(-1, self.label_dim)
-        h = F.relu(self.dec_fc.single(torch.cat([z, cond], -1), g)).reshape(-1, self.c5, self.h5, self.w5)
+        h = F.relu(self.dec_fc.single(torch.cat([z, cond.to(z.dtype)], -1), g)).reshape(-1, self.c5, self.h5,
+                                                                                         self.w5)
         for i, dc in enumerate(self.dec):
             n_in, n_out = dc.in_channels // G, dc.out_channels // G
             h = F.conv_transpose2d(h, dc.weight[g * n_in:(g + 1) * n_in], dc.bias[g * n_out:(g + 1) * n_out], 2,
@@ -118,54 +190,70 @@ class CARGStack(nn.Module):
 
 
 class LatentDiscriminator(nn.Module):
-    """D_z per AU (Eq. 6): 4 FC layers on z; a logit for "drawn from the uniform prior"."""
+    """D_z per group (Eq. 6): 4 FC layers on z; a logit for "drawn from the uniform prior"."""
 
-    def __init__(self, cfg: NetConfig):
+    def __init__(self, cfg: NetConfig, out: int = 1):
         super().__init__()
-        dims = (cfg.z_dim, *cfg.dz_hidden, 1)
+        G = len(region_groups(cfg))
+        dims = (cfg.z_dim, *cfg.dz_hidden, out)
+        self.single_logit = out == 1
         self.layers = nn.ModuleList(GroupedLinear(G, a, b) for a, b in zip(dims, dims[1:]))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, 12, N_z) -> logits (B, 12)."""
+        """(B, G, N_z) -> logits (B, G) (D_z), or (B, G, out) for out > 1 (C)."""
         h = z
         for i, fc in enumerate(self.layers):
             h = fc(h)
             if i < len(self.layers) - 1:
                 h = F.leaky_relu(h, 0.2)
-        return h[..., 0]
+        return h[..., 0] if self.single_logit else h
+
+
+class LatentClassifier(LatentDiscriminator):
+    """C per group: the same 4 FC layers, reading the group's AU labels from z (one logit per slot). Trained to
+    read them, while the encoder is trained to hide them (`LossConfig.lambda_latent`), so the decoder must take
+    the AU state from its condition, not from z."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__(cfg, out=max(len(g) for g in region_groups(cfg)))
+        self.single_logit = False  # (B, G, slots) logits, even for one AU per group
 
 
 class LocalDiscriminator(nn.Module):
     """Local AU discriminator D(X, l) and regressor R (Eq. 7, 8), sharing 4 conv 5×5/2 + batch-norm layers.
 
-    D is conditioned on the AU label by projection (Miyato & Koyama 2018): logit = ψ(f) + c · ⟨v, f⟩ with
-    c = ±1 the label code; R reads the same features f but never the label (it must find the AU in the image)."""
+    D is conditioned on the group's labels by projection (Miyato & Koyama 2018): logit = ψ(f) + Σ_k c_k ⟨v_k, f⟩
+    with c_k = ±1 the label codes; R reads the same features f but never the labels (it must find each AU in the
+    image): one output per slot."""
 
     def __init__(self, cfg: NetConfig, window: tuple[int, int]):
         super().__init__()
+        self.grouping = Grouping(region_groups(cfg))
+        G, S = self.grouping.n, self.grouping.slots
+        self.G = G
         ch, k = (3, *cfg.local_channels), cfg.kernel
         self.convs = nn.ModuleList(nn.Conv2d(G * a, G * b, k, 2, k // 2, groups=G) for a, b in zip(ch, ch[1:]))
         self.norms = nn.ModuleList(nn.BatchNorm2d(G * b) for b in ch[2:])  # none on the first layer (DCGAN)
         flat = ch[-1] * _down(window[0], 4) * _down(window[1], 4)
-        self.d_head = GroupedLinear(G, flat, 2)  # [ψ(f), ⟨v, f⟩]
-        self.r_head = GroupedLinear(G, flat, 1)
+        self.d_head = GroupedLinear(G, flat, 1 + S)  # [ψ(f), ⟨v_1, f⟩, ...]
+        self.r_head = GroupedLinear(G, flat, S)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
-        h = x.reshape(B, G * 3, *x.shape[-2:])
+        h = x.reshape(B, self.G * 3, *x.shape[-2:])
         for i, conv in enumerate(self.convs):
             h = conv(h)
             if i > 0:
                 h = self.norms[i - 1](h)
             h = F.leaky_relu(h, 0.2)
-        return h.reshape(B, G, -1)
+        return h.reshape(B, self.G, -1)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """regions (B, 12, 3, h, w), labels (B, 12) -> (D logits (B, 12), R predictions (B, 12))."""
+        """regions (B, G, 3, h, w), labels (B, 12) -> (D logits (B, G), R predictions (B, G, slots))."""
         f = self.features(x)
         d = self.d_head(f)
-        logit = d[..., 0] + label_code(labels).to(d.dtype) * d[..., 1]
-        return logit, self.r_head(f)[..., 0]
+        logit = d[..., 0] + (self.grouping.codes(labels).to(d.dtype) * d[..., 1:]).sum(-1)
+        return logit, self.r_head(f)
 
 
 class GlobalDiscriminator(nn.Module):
@@ -193,9 +281,11 @@ class Models:
     D_z: LatentDiscriminator
     D_local: LocalDiscriminator
     D_global: GlobalDiscriminator
+    D_lat: LatentClassifier
 
     def named(self) -> dict[str, nn.Module]:
-        return {"G": self.G, "D_z": self.D_z, "D_local": self.D_local, "D_global": self.D_global}
+        return {"G": self.G, "D_z": self.D_z, "D_local": self.D_local, "D_global": self.D_global,
+                "D_lat": self.D_lat}
 
     def to(self, device) -> "Models":
         for m in self.named().values():
@@ -215,4 +305,4 @@ def build_models(cfg: NetConfig, seed: int = 0) -> Models:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Models(CARGStack(cfg, cfg.window), LatentDiscriminator(cfg), LocalDiscriminator(cfg, cfg.window),
-                      GlobalDiscriminator(cfg))
+                      GlobalDiscriminator(cfg), LatentClassifier(cfg))

@@ -25,12 +25,11 @@ from lacgan.config import LacganConfig
 from lacgan.data import FaceData, to_batch
 from lacgan.device import pick_device
 from lacgan.infer import generate
-from lacgan.losses import PHASES, FeatureFn, LacganLoss
+from lacgan.losses import FeatureFn, LacganLoss
 from lacgan.networks import Models
 from lacgan.samples import write_samples
-from manifests.aus import AUS
 
-OPTIMIZED = {"D_z": "D_z", "D_local": "D_local", "D_global": "D_global", "G": "G"}  # phase -> network it steps
+OPTIMIZED = {"D_z": "D_z", "D_lat": "D_lat", "D_local": "D_local", "D_global": "D_global", "G": "G"}  # phase -> net
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,7 +65,9 @@ def train(
     use_amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
-    loss = LacganLoss(models, config.loss, id_features)
+    loss = LacganLoss(models, config.loss, id_features, config.net)
+    phases = loss.phases()
+    names = ["+".join(f"AU{a}" for a in g) for g in models.G.grouping.groups]
     writer = stats.StatsWriter(out_dir / "stats.jsonl")
 
     start, last_ck = 0, None
@@ -84,7 +85,7 @@ def train(
 
     end = min(tc.steps, stop_after) if stop_after is not None else tc.steps
     held = data.held_out(tc.sample_faces)
-    edit_fn = lambda im, lm, t: generate(models.G, im, lm, t, config.net.size, device)  # noqa: E731
+    edit_fn = lambda im, lm, t: generate(models.G, config.net, im, lm, t, device, R=models.D_local)  # noqa: E731
     result = TrainResult(start, checkpoint=last_ck)
     bar = tqdm(range(start, end), initial=start, total=end, desc="lacgan train", disable=not progress,
                dynamic_ncols=True)
@@ -92,12 +93,12 @@ def train(
         for step in bar:
             t0 = time.perf_counter()
             arrays = data.batch(step, tc.batch_size, tc.seed, tc.target_flip)
-            batch = to_batch(*arrays, config.net.size, config.net.window, device)
+            batch = to_batch(*arrays, config.net, device)
             prior = torch.Generator().manual_seed(int(np.random.default_rng([tc.seed, step, 1]).integers(2**62)))
             with autocast():
                 gen = loss.generate(batch)
             row = {"step": step + 1}
-            for phase in PHASES:
+            for phase in phases:
                 for name, m in nets.items():  # only the stepped network needs gradients
                     m.requires_grad_(name == OPTIMIZED[phase])
                 optims[OPTIMIZED[phase]].zero_grad(set_to_none=True)
@@ -107,7 +108,7 @@ def train(
                 scaler.scale(total).backward()
                 scaler.step(optims[OPTIMIZED[phase]])
                 row[phase] = float(total.detach())
-                _report(phase, total, terms)
+                _report(phase, total, terms, names)
                 if phase == "G":
                     row["pixel"] = float(terms["pixel"].detach().mean())
             scaler.update()
@@ -118,9 +119,9 @@ def train(
             if done % tc.log_every == 0 or done == end:
                 writer.flush(done)
             if done % tc.sample_every == 0 or done == end:
-                models.G.eval()
+                models.train(False)
                 write_samples(edit_fn, held[0], held[1], out_dir / "samples", done)
-                models.G.train()
+                models.train(True)
             if done % tc.checkpoint_every == 0 or done == end:
                 state = {k: o.state_dict() for k, o in optims.items()}
                 state.update(scaler=scaler.state_dict(), rng=torch.get_rng_state())
@@ -131,14 +132,14 @@ def train(
     return result
 
 
-def _report(phase: str, total: torch.Tensor, terms: dict) -> None:
+def _report(phase: str, total: torch.Tensor, terms: dict, groups: list[str]) -> None:
     stats.report(f"loss/{phase}/total", total)
     for name, v in terms.items():
         v = v.detach()
         stats.report(f"loss/{phase}/{name}", v.mean())
-        if v.ndim == 1 and len(v) == len(AUS):
-            for a, x in zip(AUS, v):
-                stats.report(f"loss/{phase}/{name}/AU{a}", x)
+        if v.ndim == 1 and len(v) == len(groups):
+            for g, x in zip(groups, v):
+                stats.report(f"loss/{phase}/{name}/{g}", x)
 
 
 def _check_finite(phase: str, total: torch.Tensor, terms: dict, step: int, last_ck) -> None:

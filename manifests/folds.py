@@ -116,3 +116,31 @@ def check_training_rows(rows, frames, test_fold: int, source: str = "<rows>") ->
             more = f" (and {len(leaked) - 1} more: {', '.join(leaked[1:4])})" if len(leaked) > 1 else ""
             raise FoldLeakError(f"{source}: {what} include test-fold subject {leaked[0]}{more}; a training set "
                                 f"may use only subjects outside fold {test_fold}")
+
+
+DEV_VALIDATION_FOLD = 3  # the fold number the validation subjects get in a development manifest
+
+
+def development_split(df, validate: Iterable[str], test_fold: int = 3):
+    """A development manifest for choosing designs without touching the test fold: rows of `test_fold`'s subjects
+    are marked unusable (status "held out: test fold K"), the `validate` subjects (from the other folds) become
+    fold 3, the rest keep their training folds. Every step then runs unchanged with test fold 3 = validation."""
+    validate = [str(s) for s in validate]
+    subjects = set(df["subject"].astype(str))
+    unknown = sorted(set(validate) - subjects)
+    if unknown:
+        raise ValueError(f"validation subjects {unknown} are not in the manifest")
+    test = set(df.loc[df["fold"] == test_fold, "subject"].astype(str))
+    leaked = sorted(set(validate) & test)
+    if leaked:
+        raise ValueError(f"validation subjects {leaked} belong to test fold {test_fold}; choose them from the "
+                         f"training folds")
+    out = df.copy()
+    held = out["subject"].isin(test)
+    out.loc[held, "status"] = f"held out: test fold {test_fold}"
+    val = out["subject"].isin(validate)
+    train = ~held & ~val
+    # the training subjects must not keep fold 3, or they would count as validation
+    out.loc[train & (out["fold"] == DEV_VALIDATION_FOLD), "fold"] = 1 if test_fold != 1 else 2
+    out.loc[val, "fold"] = DEV_VALIDATION_FOLD
+    return out

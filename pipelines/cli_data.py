@@ -51,11 +51,32 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.set_defaults(func=run_align)
 
+    p = subparsers.add_parser("devsplit", help="a development manifest: test fold held out, some training "
+                                               "subjects as validation fold 3 (for choosing designs)")
+    p.add_argument("--manifest", type=Path, required=True, help="frame manifest from `lacgan ingest`")
+    p.add_argument("--validate", required=True, help="comma-separated validation subjects (training folds only)")
+    p.add_argument("--test-fold", type=int, default=3, help="the real test fold, whose subjects are left out")
+    p.add_argument("--out", type=Path, required=True, help="development manifest to write (.parquet)")
+    p.set_defaults(func=run_devsplit)
+
     p = subparsers.add_parser("regions", help="PNG overlay of the 12 AU attention maps on aligned faces")
     p.add_argument("--store", type=Path, required=True, help="aligned store from `lacgan align`")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     p.add_argument("--n", type=int, default=6, help="number of faces per panel")
     p.set_defaults(func=run_regions)
+
+
+@_user_errors
+def run_devsplit(args: argparse.Namespace) -> int:
+    from manifests.folds import development_split
+    from manifests.schema import manifest_root, read_manifest, write_manifest
+
+    df = development_split(read_manifest(args.manifest), args.validate.split(","), args.test_fold)
+    write_manifest(df, args.out, root=manifest_root(args.manifest))
+    used = df[df["status"] == "ok"]
+    print(f"{args.out}: {used['subject'].nunique()} subjects usable; validation (fold 3): "
+          f"{sorted(used.loc[used['fold'] == 3, 'subject'].unique())}; test fold {args.test_fold} held out")
+    return 0
 
 
 @_user_errors

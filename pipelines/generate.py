@@ -107,7 +107,8 @@ def generate_shard(job: ShardJob) -> dict:
     t1 = time.perf_counter()
     plan = read_plan(job.plan).iloc[job.start:job.stop]
     sources = plan["source_row"].to_numpy()
-    images, landmarks, _ = AlignedStore.open(job.store).read(sources)
+    images, landmarks, source_labels = AlignedStore.open(job.store).read(sources)
+    with_labels = getattr(editor, "uses_source_labels", False)  # LAC-GAN's `difference` output reads them
     targets = plan[list(AU_COLUMNS)].to_numpy(np.int8)
     t_read = time.perf_counter() - t1
 
@@ -116,7 +117,9 @@ def generate_shard(job: ShardJob) -> dict:
     for i in range(0, len(plan), job.batch_size):
         j = min(i + job.batch_size, len(plan))
         torch.manual_seed(int(plan["seed"].iloc[i]))  # anything random in the editor is fixed by the plan
-        out[i:j] = editor.edit(images[i:j], landmarks[i:j].astype(np.float32), targets[i:j], batch_size=job.batch_size)
+        extra = {"source_labels": source_labels[i:j]} if with_labels else {}
+        out[i:j] = editor.edit(images[i:j], landmarks[i:j].astype(np.float32), targets[i:j], batch_size=job.batch_size,
+                               **extra)
     t_model = time.perf_counter() - t2
 
     t3 = time.perf_counter()

@@ -21,10 +21,13 @@ from test_lacgan_helpers import faces, make_store
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("infer")
     make_store(root / "aligned.zarr", n=16, size=64)
-    cfg = preset("smoke").replace(train={"steps": 2, "checkpoint_every": 2, "sample_every": 100})
     data = FaceData.open(root / "aligned.zarr", 64, 3)
-    cfg = resolve_window(cfg, data)
+    steps = {"steps": 2, "checkpoint_every": 2, "sample_every": 100}
+    # "residual" output: even 2 steps draw visible edits (the API tests below need a change to see)
+    cfg = resolve_window(preset("smoke").replace(train=steps, net={"output": "residual"}), data)
     train(build_models(cfg.net), data, cfg, root / "run", progress=False)
+    diff = resolve_window(preset("smoke").replace(train=steps), data)  # the demo's design: "difference"
+    train(build_models(diff.net), data, diff, root / "difference", progress=False)
     return root
 
 
@@ -48,6 +51,24 @@ def test_edit_is_deterministic_and_local(run):
     same = ed.edit(imgs, lm, np.full((5, 12), -1, np.int8))  # nothing active: the input comes back
     assert np.array_equal(same, imgs)
     assert ed.edit(imgs[:0], lm[:0], targets[:0]).shape == (0, 64, 64, 3)
+
+
+def test_difference_edit_to_the_sources_own_labels_is_the_source(run):
+    """D(z, s) − D(z, s) = 0: asking for the AUs the source already has returns it bitwise; R's reading of the
+    labels is used when they are not given, the same way."""
+    imgs, lm, labels = faces(5, 64, seed=4)
+    ed = Editor.load(run / "difference")
+    assert ed.config.net.output == "difference"
+    assert np.array_equal(ed.edit(imgs, lm, labels, source_labels=labels), imgs)
+    assert np.array_equal(ed.edit(imgs, lm, np.full((5, 12), -1, np.int8)), imgs)
+    with torch.no_grad():
+        from lacgan.compose import Windows, gather_windows, to_float
+        from lacgan.infer import estimate_labels
+
+        win = Windows.from_landmarks(lm, 64, ed.G.window, ed.config.net.regions, ed.G.grouping.groups)
+        read = estimate_labels(ed.R, ed.G, win.maps[:, :, None] * gather_windows(to_float(torch.from_numpy(imgs)),
+                                                                                 win)).numpy().astype(np.int8)
+    assert np.array_equal(ed.edit(imgs, lm, read), imgs)
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -53,9 +53,33 @@ def test_pixel_loss_hand_computed():
 
 
 def test_regression_loss_hand_computed():
-    pred = torch.tensor([[0.5, 0.0], [1.0, 3.0]])
-    labels = torch.tensor([[1, 0], [1, -1]])
-    torch.testing.assert_close(regression_loss(pred, labels, labels >= 0), torch.tensor([0.125, 0.0]))
+    pred = torch.tensor([[[0.5, 0.0]], [[1.0, 3.0]]])  # (B=2, G=1, slots=2)
+    labels = torch.tensor([[[1, 0]], [[1, -1]]])
+    # known entries: (0.5-1)^2, (0-0)^2, (1-1)^2 -> mean 0.25/3
+    torch.testing.assert_close(regression_loss(pred, labels), torch.tensor([0.25 / 3]))
+    pred2, lab2 = pred.permute(1, 0, 2).reshape(1, 2, 2).transpose(0, 1), labels.reshape(2, 1, 2)
+    torch.testing.assert_close(regression_loss(pred2, lab2), torch.tensor([0.25 / 3]))
+
+
+def test_latent_loss_hand_computed():
+    from lacgan.losses import latent_loss
+
+    logits = torch.tensor([[[0.0, 2.0]]])
+    labels = torch.tensor([[[1, -1]]])  # the second slot unknown: left out
+    torch.testing.assert_close(latent_loss(logits, labels), torch.tensor([np.log(2.0)], dtype=torch.float32))
+    # the encoder's side: the loss is smallest when C says 1/2
+    assert latent_loss(logits, labels, confuse=True) < latent_loss(logits + 3, labels, confuse=True)
+
+
+def test_draw_outputs():
+    from lacgan.losses import draw
+
+    x, dt, ds = torch.full((1,), 0.2), torch.full((1,), 0.5), torch.full((1,), 0.1)
+    assert draw("paper", x, dt, ds) == (dt, ds)
+    torch.testing.assert_close(draw("residual", x, dt, ds), (x + dt, x + ds))
+    torch.testing.assert_close(draw("difference", x, dt, ds), (x + dt - ds, ds))
+    fake, _ = draw("difference", x, ds, ds)  # target == source: the source itself
+    torch.testing.assert_close(fake, x)
 
 
 def test_tv_loss_hand_computed():
@@ -108,28 +132,40 @@ class ToyFeatures(torch.nn.Module):
         return [torch.nn.functional.avg_pool2d(h, 2 ** k) for k in range(5)]
 
 
-def test_phases_compose_terms_with_the_paper_weights():
+@pytest.mark.parametrize("design", ["paper", "demo"])
+def test_phases_compose_terms_with_their_weights(design):
+    """G's objective is exactly Eq. 9 + Eq. 10 (and the latent adversary when it is on), per generator group."""
     from lacgan.compose import fit_window
     from lacgan.losses import identity_features
 
     imgs, lm, labels = faces(4, 64)
-    cfg = preset("smoke").replace(net={"window": fit_window(lm, 64)})
+    base = preset("smoke")
+    if design == "paper":  # the paper's model at smoke sizes, with every term on
+        base = base.replace(net={"regions": "reference", "generators": "per-au", "output": "paper",
+                                 "composite": "paper"}, loss={"lambda_latent": 0.0, "judge": "own"})
+    else:
+        base = base.replace(loss={"lambda_latent": 0.5, "g_label": 0.3})
+    cfg = base.replace(net={"window": fit_window(lm, 64, base.net.regions)})
     models = build_models(cfg.net)
     toy = ToyFeatures()
     feats = identity_features(toy)
-    loss = LacganLoss(models, cfg.loss, feats)
+    loss = LacganLoss(models, cfg.loss, feats, cfg.net)
     targets = sample_targets(labels, np.random.default_rng(0), 0.5)
-    b = to_batch(imgs, lm, labels, targets, 64, cfg.net.window, "cpu")
+    b = to_batch(imgs, lm, labels, targets, cfg.net, "cpu")
     g = loss.generate(b)
     total, t = loss.phase("G", b, g)
     c = cfg.loss
-    carg = t["pixel"] + c.lambda_1 * t["adv_z"] + c.lambda_2 * (t["adv_au"] + c.lambda_au * t["label"])
+    carg = t["pixel"] + c.lambda_1 * t["adv_z"] + c.lambda_2 * (t["adv_au"] + c.lambda_au * c.g_label * t["label"])
+    if c.lambda_latent:
+        carg = carg + c.lambda_latent * t["latent"]
     expect = carg.sum() + c.lambda_img * t["adv_img"] + c.lambda_3 * t["id"] + c.lambda_4 * t["tv"]
     torch.testing.assert_close(total, expect)
+    assert len(t["pixel"]) == models.G.G == (12 if design == "paper" else 9)
     assert float(t["id"].detach()) > 0
     total.backward()
     assert models.G.enc[0].weight.grad is not None and toy.conv.weight.grad is None  # identity net frozen
-    for phase in ("D_z", "D_local", "D_global"):
+    assert ("D_lat" in loss.phases()) == (design == "demo")
+    for phase in loss.phases()[:-1]:
         tot, terms = loss.phase(phase, b, g, torch.Generator().manual_seed(0))
         assert tot.ndim == 0 and torch.isfinite(tot)
     with pytest.raises(ValueError, match="unknown phase"):

@@ -1,4 +1,5 @@
-"""Shapes of every network; the grouped 12-AU computation equals running each AU alone with the same weights."""
+"""Shapes of every network (per-AU and per-region generators); the grouped computation equals running each group
+alone with the same weights; each AU of a shared region is controlled on its own."""
 
 from __future__ import annotations
 
@@ -8,26 +9,38 @@ import pytest
 import torch
 
 from lacgan.config import NetConfig, preset
-from lacgan.networks import GroupedLinear, build_models, label_code
+from lacgan.networks import GroupedLinear, build_models, label_code, region_groups
+from manifests.aus import AUS
+
+WIN = (28, 44)
 
 
-@pytest.fixture(scope="module")
-def models():
-    return build_models(dataclasses.replace(preset("smoke").net, window=(28, 44)), seed=1)
+@pytest.fixture(scope="module", params=["per-au", "per-region"])
+def models(request):
+    return build_models(dataclasses.replace(preset("smoke").net, window=WIN, generators=request.param), seed=1)
 
 
 def test_shapes(models):
-    x = torch.randn(3, 12, 3, 28, 44)
+    G = models.G.G
+    x = torch.randn(3, G, 3, *WIN)
     lab = torch.randint(-1, 2, (3, 12))
     with torch.no_grad():
         z = models.G.encode(x)
         y = models.G.decode(z, lab)
-    assert z.shape == (3, 12, 8) and float(z.abs().max()) <= 1.0  # tanh: inside the prior's support
-    assert y.shape == (3, 12, 3, 28, 44) and float(y.abs().max()) <= 1.0
-    assert models.D_z(z).shape == (3, 12)
+    assert z.shape == (3, G, 8) and float(z.abs().max()) <= 1.0  # tanh: inside the prior's support
+    assert y.shape == (3, G, 3, *WIN) and float(y.abs().max()) <= 1.0
+    assert models.D_z(z).shape == (3, G)
+    slots = models.G.grouping.slots
+    assert models.D_lat(z).shape == (3, G, slots)
     d, r = models.D_local(x, lab)
-    assert d.shape == (3, 12) and r.shape == (3, 12)
+    assert d.shape == (3, G) and r.shape == (3, G, slots)
     assert models.D_global(torch.randn(3, 3, 64, 64)).shape[0] == 3
+
+
+def test_group_counts():
+    assert len(region_groups(NetConfig(generators="per-au"))) == 12
+    groups = region_groups(NetConfig(generators="per-region"))
+    assert len(groups) == 9 and (12, 14, 15) in groups and (23, 24) in groups
 
 
 def test_paper_sizes_build():
@@ -39,34 +52,58 @@ def test_paper_sizes_build():
     assert len(m.G.enc) == 5 and len(m.G.dec) == 5 and len(m.D_z.layers) == 4 and len(m.D_local.convs) == 4
 
 
-def test_batched_equals_per_au_loop(models):
-    x = torch.randn(4, 12, 3, 28, 44)
+def test_batched_equals_per_group_loop(models):
+    x = torch.randn(4, models.G.G, 3, *WIN)
     lab = torch.randint(-1, 2, (4, 12))
     with torch.no_grad():
         torch.testing.assert_close(models.G(x, lab), models.G.forward_loop(x, lab), atol=1e-5, rtol=0)
 
 
-def test_aus_are_independent(models):
-    """Changing AU 3's input or label changes only AU 3's output."""
-    x = torch.randn(2, 12, 3, 28, 44)
+def test_groups_are_independent(models):
+    """Changing group 3's input or one of its AUs' labels changes only group 3's output."""
+    G = models.G.G
+    x = torch.randn(2, G, 3, *WIN)
     lab = torch.zeros(2, 12, dtype=torch.long)
+    au = models.G.grouping.groups[3][0]
     with torch.no_grad():
         a = models.G(x, lab)
         x2, lab2 = x.clone(), lab.clone()
         x2[:, 3] += 1
-        lab2[:, 3] = 1
+        lab2[:, AUS.index(au)] = 1
         b = models.G(x2, lab2)
     diff = (a - b).abs().amax(dim=(0, 2, 3, 4))
-    assert diff[3] > 0 and torch.equal(diff[torch.arange(12) != 3], torch.zeros(11))
+    assert diff[3] > 0 and torch.equal(diff[torch.arange(G) != 3], torch.zeros(G - 1))
+
+
+def test_each_au_of_a_shared_region_has_its_own_control():
+    """Per-region: the lip-corner generator draws AU12=1/AU15=0 and AU12=0/AU15=1 differently (per-AU CARGs of
+    a shared map would be averaged by the composition instead)."""
+    m = build_models(dataclasses.replace(preset("smoke").net, window=WIN, generators="per-region"), seed=2)
+    g = m.G.grouping.groups.index((12, 14, 15))
+    z = torch.rand(1, m.G.G, 8) * 2 - 1
+    a, b = torch.zeros(1, 12, dtype=torch.long), torch.zeros(1, 12, dtype=torch.long)
+    a[0, AUS.index(12)], b[0, AUS.index(15)] = 1, 1
+    with torch.no_grad():
+        ya, yb = m.G.decode(z, a)[:, g], m.G.decode(z, b)[:, g]
+    assert (ya - yb).abs().max() > 1e-3
+    assert torch.equal(m.G.grouping.codes(a)[0, g], torch.tensor([1.0, -1.0, -1.0]))
 
 
 def test_label_conditions_the_decoder(models):
-    z = torch.rand(2, 12, 8) * 2 - 1
+    z = torch.rand(2, models.G.G, 8) * 2 - 1
     with torch.no_grad():
         on = models.G.decode(z, torch.ones(2, 12, dtype=torch.long))
         off = models.G.decode(z, torch.zeros(2, 12, dtype=torch.long))
     assert not torch.allclose(on, off)
     assert torch.equal(label_code(torch.tensor([1, 0, -1])), torch.tensor([1.0, -1.0, 0.0]))
+
+
+def test_grouping_round_trip():
+    m = build_models(dataclasses.replace(preset("smoke").net, window=WIN, generators="per-region"))
+    lab = torch.randint(-1, 2, (5, 12))
+    grouped = m.G.grouping.labels(lab)
+    assert torch.equal(m.G.grouping.ungroup(grouped), lab)
+    assert torch.equal(m.G.grouping.active(torch.full((1, 12), -1)), torch.zeros(1, 9, dtype=torch.bool))
 
 
 def test_grouped_linear_single_matches():

@@ -39,7 +39,7 @@ def test_training_lowers_reconstruction_loss(store, tmp_path):
     assert np.mean(pix[-10:]) < 0.9 * np.mean(pix[:10]), (pix[:10], pix[-10:])
     assert res.step == 60 and (res.checkpoint / ckpt.MODELS).exists()
     lines = [json.loads(x) for x in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
-    assert lines[-1]["step"] == 60 and "loss/D_local/adv/AU12" in lines[-1] and "loss/G/pixel" in lines[-1]
+    assert lines[-1]["step"] == 60 and "loss/D_local/adv/AU12+AU14+AU15" in lines[-1] and "loss/G/pixel" in lines[-1]
     assert (tmp_path / "run" / "samples" / "fig3-latest.png").exists()
     assert (tmp_path / "run" / "samples" / "fig5-latest.png").exists()
 
@@ -160,5 +160,7 @@ def test_smoke_training_on_the_embedded_cohort(aligned_store, tmp_path):
     assert res.step == 3 and all(np.isfinite(list(h.values())).all() for h in res.history)
     store = AlignedStore.open(aligned_store)
     imgs, lm, labels = store.read(store.ok_rows()[:3])
-    out = Editor.load(tmp_path / "run").edit(imgs, lm, np.where(labels < 0, 0, 1 - labels).astype(np.int8))
-    assert out.shape == imgs.shape and not np.array_equal(out, imgs)
+    ed = Editor.load(tmp_path / "run")
+    out = ed.edit(imgs, lm, np.where(labels < 0, 0, 1 - labels).astype(np.int8), source_labels=labels)
+    assert out.shape == imgs.shape and out.dtype == np.uint8
+    assert np.array_equal(ed.edit(imgs, lm, labels, source_labels=labels), imgs)  # own labels: unchanged

@@ -73,8 +73,8 @@ def interocular(lm49: np.ndarray) -> np.ndarray:
     return np.linalg.norm(lm49[..., 19:25, :].mean(-2) - lm49[..., 25:31, :].mean(-2), axis=-1)
 
 
-def predefined_maps(lm49: np.ndarray, crop: int, map_size: int) -> np.ndarray:
+def predefined_maps(lm49: np.ndarray, crop: int, map_size: int, rule_name: str = "wide") -> np.ndarray:
     """(B, 49, 2) points in pixels of a crop×crop input -> (B, 12, map_size, map_size) maps in [0, 1], AUS order,
-    drawn by lacgan.regions' rules at the map's resolution."""
+    drawn by lacgan.regions' rule `rule_name` at the map's resolution (the trained `cpu` detectors use "wide")."""
     scale = map_size / crop
-    return attention_maps(to_68(lm49) * scale + (scale - 1) / 2, map_size)
+    return attention_maps(to_68(lm49) * scale + (scale - 1) / 2, map_size, rule_name)
