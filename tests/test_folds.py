@@ -68,3 +68,21 @@ def test_other_ids_and_few_subjects(caplog):
     assert assign_folds([], "bp4d") == {}
     with pytest.raises(ValueError):
         assign_folds(["a"], "x", n_folds=0)
+
+
+def test_development_split_keeps_the_test_fold_out():
+    import pandas as pd
+
+    from manifests.folds import development_split
+
+    df = pd.DataFrame({"subject": ["A", "A", "B", "C", "D", "E"], "fold": [1, 1, 2, 3, 1, 2],
+                       "status": ["ok"] * 6})
+    out = development_split(df, ["B"])
+    assert (out.loc[df["subject"] == "C", "status"] == "held out: test fold 3").all()  # the real test fold
+    assert (out.loc[out["subject"] == "B", "fold"] == 3).all()  # validation becomes fold 3
+    assert set(out.loc[out["subject"].isin(["A", "D", "E"]), "fold"]) <= {1, 2}
+    assert (out.loc[~out["subject"].eq("C"), "status"] == "ok").all()
+    with pytest.raises(ValueError, match="belong to test fold 3"):
+        development_split(df, ["C"])
+    with pytest.raises(ValueError, match="not in the manifest"):
+        development_split(df, ["Z"])
