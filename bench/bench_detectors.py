@@ -13,7 +13,9 @@ The reference comparison (176² crops, batch 8, eval, no_grad, same random input
 depend on them) times our `JaaNet` on its CPU path (per-AU loop), on its grouped path, and the reference's
 v1 forward (HMRegionLearning, AlignNet, LocalAttentionRefine, LocalAUNetv1, HLFeatExtractor, AUNet, wired as its
 `AU_detection_evalv1`), repetitions interleaved, each timed call right after an untimed one of the same network
-(interleaved networks evict each other's oneDNN kernels, which made a first call ~3x slower), medians reported. The reference's modules are built from its
+(interleaved networks evict each other's oneDNN kernels, which made a first call ~3x slower), medians and best
+runs reported; our CPU path also under bfloat16 autocast (`JaaNetDetector(precision="bf16")`, not equal
+arithmetic: a different precision). The reference's modules are built from its
 `network.py` only when a copy is given (`--reference` = a checkout or a bare git directory); it is read and
 run, never copied into this project. Without it that row says "not given".
 """
@@ -122,7 +124,8 @@ def _reference_forward(ref, crop: int, unit: int, n_aus: int = 12):
 
 def jaanet_vs_reference(reference: str | None, crop: int = 176, unit: int = 8, batch: int = 8,
                         reps: int = 3) -> list[tuple[str, float, float]]:
-    """[(name, median frames/s, best frames/s)] for our JaaNet (CPU path and grouped path) and the reference, interleaved."""
+    """[(name, median frames/s, best frames/s)]: our JaaNet (CPU path, grouped path, CPU path in bf16) and the
+    reference, interleaved."""
     from detectors.jaanet.model import JaaNet
 
     torch.manual_seed(0)
@@ -130,7 +133,12 @@ def jaanet_vs_reference(reference: str | None, crop: int = 176, unit: int = 8, b
     ours_loop = JaaNet(crop=crop, unit=unit).eval()
     ours_grouped = JaaNet(crop=crop, unit=unit).eval()
     ours_grouped.au_loop = False
-    runs = {"ours (per-AU loop, CPU path)": ours_loop, "ours (grouped convolutions)": ours_grouped}
+    def bf16(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return ours_loop(x)
+
+    runs = {"ours (per-AU loop, CPU path)": ours_loop, "ours (grouped convolutions)": ours_grouped,
+            "ours (CPU path, bf16 autocast)": bf16}
     if reference:
         runs["PyTorch-JAANet v1 modules (reference)"] = _reference_forward(_reference_network(reference), crop, unit)
     times: dict[str, list[float]] = {k: [] for k in runs}

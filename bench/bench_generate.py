@@ -145,7 +145,7 @@ def print_tables(res: dict, sizes, codes, specs, batches) -> None:
         for code in codes:
             for spec, xs in res[size][code].items():
                 for x in xs:
-                    if x.get("measured"):
+                    if x.get("measured", {}).get("frames_per_s"):
                         rates = ", ".join(f"{k} {v:.1f}" for k, v in x["measured"]["frames_per_s"].items())
                         print(f"path measurement, {size} px, {code}, run {spec}: {rates} frames/s on "
                               f"{x['measured']['frames']} frames -> {x['measured']['choice']}")

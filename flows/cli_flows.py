@@ -170,8 +170,8 @@ def register(subparsers) -> None:
                                                        "(needs the extra: pip install 'lacgan-augment[gpu]')")
     g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (e.g. dask-cuda)")
     g.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores // workers)")
-    g.add_argument("--path", choices=("auto", "grouped", "loop"), default="auto",
-                   help="LAC-GAN generator path (default: the faster, measured once per run)")
+    g.add_argument("--path", choices=("auto", "measure", "grouped", "loop"), default="auto",
+                   help="LAC-GAN generator path (auto: per AU on CPU, grouped on CUDA; measure: time both once)")
     g.add_argument("--precision", choices=("float32", "bf16"), default="float32",
                    help="bf16: generator under bfloat16 autocast (where the device supports it)")
     g.add_argument("--frames-per-shard", type=int, default=64)

@@ -12,8 +12,9 @@
   dask-jobqueue on Slurm; docs/pipeline.md); each worker picks its device through `lacgan.device.pick_device`.
 
 Each worker process loads the editor once and keeps it (`shard_task.load_editor`). Before the shards, the
-editor's generator path (grouped or per-AU loop, `path="auto"`) is chosen by a one-off measurement on a worker
-(the device that will run it) and recorded in generation.json; a resumed run reuses the recorded choice.
+editor's generator path (grouped or per-AU loop) is chosen on a worker, for the device that will run it: by
+`PATH_RULE` (`path="auto"`) or a one-off measurement (`path="measure"`), and recorded in generation.json; a
+resumed run reuses the recorded choice.
 
 Resumption and faults (see pipelines.synth_store): a shard is done only when its manifest part exists. A task
 writes its shard's images in one write, then the part (temp name, rename). Re-running the same command skips
@@ -36,8 +37,8 @@ from tqdm.auto import tqdm
 
 from pipelines import synth_store as ss
 from pipelines.plan import plan_sha256, read_plan, store_frames, validate_plan
-from pipelines.shard_task import (DEFAULT_EDITOR, GenerationError, ShardJob, ShardStream, generate_shard,
-                                  load_editor, tune)
+from pipelines.shard_task import (DEFAULT_EDITOR, GenerationError, ShardJob, ShardStream, device_rule,
+                                  generate_shard, load_editor, tune)
 
 log = logging.getLogger("lacgan.generate")
 
@@ -45,6 +46,9 @@ __all__ = ["DEFAULT_EDITOR", "GenerateConfig", "GenerateSummary", "GenerationErr
            "generate_shard", "load_editor", "synthetic_manifest"]
 
 PATHS = {"grouped": {"loop": False}, "loop": {"loop": True}}  # editor settings of each generator path
+# path="auto": per device type. CPU: the per-AU loop, faster at 64 and 200 px at 1 and 2 threads on an idle
+# 2-core machine (1.2x, 1.4-1.7x; docs/pipeline.md); CUDA: grouped, one kernel per layer instead of 12.
+PATH_RULE = {"cpu": "loop", "cuda": "grouped"}
 PRECISIONS = ("float32", "bf16")
 
 
@@ -57,13 +61,13 @@ class GenerateConfig:
     scheduler: str | None = None  # address of an existing Dask scheduler; overrides `workers` and `gpus`
     threads: int | None = None  # torch threads per worker; None = cores // workers (local clusters), as is (scheduler)
     device: str | None = None  # torch device for the workers; None = CUDA if present, else CPU
-    path: str = "auto"  # generator path: "grouped", "loop" (per AU) or "auto" (the faster, measured once per run)
+    path: str = "auto"  # "grouped", "loop" (per AU), "auto" (PATH_RULE by device) or "measure" (timed once)
     precision: str = "float32"  # "float32" or "bf16" (generator under bfloat16 autocast, where supported)
     editor: str = DEFAULT_EDITOR  # "module:Class" with .load(path, device) and .edit(...); LAC-GAN's Editor
 
     def __post_init__(self):
-        if self.path not in ("auto", *PATHS):
-            raise GenerationError(f"path must be auto, grouped or loop, got {self.path!r}")
+        if self.path not in ("auto", "measure", *PATHS):
+            raise GenerationError(f"path must be auto, measure, grouped or loop, got {self.path!r}")
         if self.precision not in PRECISIONS:
             raise GenerationError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.frames_per_shard < 1 or self.batch_size < 1 or self.workers < 0 or self.gpus < 0:
@@ -90,7 +94,7 @@ class GenerateSummary:
     load_s: float  # summed over worker processes: checkpoint loading
     write_s: float  # summed over tasks: writing the shards' images (part of io_s; the parts are not counted)
     bytes_written: int  # image bytes written by this run
-    tune_s: float = 0.0  # the one-off measurement that chose the generator path (before `seconds` starts)
+    tune_s: float = 0.0  # choosing the generator path on a worker (rule or measurement; before `seconds` starts)
     settings: dict | None = None  # editor settings the shards ran with (e.g. {"loop": true})
     threads: int | None = None  # torch threads per worker (None: left to the worker / the caller)
 
@@ -120,14 +124,14 @@ def _prepare(plan_path, store_path, checkpoint, out, cfg: GenerateConfig):
 
 
 def _settings(cfg: GenerateConfig, out: Path, attrs: dict, configurable: bool) -> tuple[dict, bool]:
-    """(editor settings fixed by the config or by an earlier run of this output, whether the path is to be
-    measured). A resumed run keeps the recorded path, so its shards match the ones already written."""
+    """(editor settings fixed by the config or by an earlier run of this output, whether the path is still to be
+    chosen on a worker). A resumed run keeps the recorded path, so its shards match the ones already written."""
     settings = {} if cfg.precision == "float32" else {"precision": cfg.precision}
     if not configurable:
-        if settings or cfg.path != "auto":
+        if settings or cfg.path not in ("auto", "measure"):
             raise GenerationError(f"editor {cfg.editor} has no configure(): it takes no path/precision settings")
         return {}, False
-    if cfg.path != "auto":
+    if cfg.path in PATHS:
         return {**settings, **PATHS[cfg.path]}, False
     try:
         before = json.loads((out / "generation.json").read_text())
@@ -157,7 +161,8 @@ def _check_cluster(cfg: GenerateConfig) -> None:
             import dask_cuda  # noqa: F401
         except ImportError:
             raise GenerationError(f"--gpus {cfg.gpus} needs dask-cuda, which is not installed: pip install "
-                                  f"'lacgan-augment[gpu]' (or start `dask cuda worker`s and pass --scheduler)") from None
+                                  f"'lacgan-augment[gpu]' (or start `dask cuda worker`s and pass --scheduler)"
+                                  ) from None
 
 
 def _client(cfg: GenerateConfig):
@@ -197,11 +202,13 @@ def generate(plan_path, store_path, checkpoint, out, cfg: GenerateConfig = Gener
         tuning, tune_s = {}, 0.0
         if measure and jobs:
             t0 = time.perf_counter()
-            tuning = ex.call(tune, jobs[0], {k: {**settings, **v} for k, v in PATHS.items()})
+            candidates = {k: {**settings, **v} for k, v in PATHS.items()}
+            tuning = ex.call(tune, jobs[0], candidates) if cfg.path == "measure" else \
+                ex.call(device_rule, jobs[0], PATH_RULE, candidates)
             tune_s = time.perf_counter() - t0
             settings = tuning.get("settings", settings)
-            log.info("generator path: %s (%s)", tuning.get("choice"),
-                     ", ".join(f"{k} {v:.1f} frames/s" for k, v in tuning.get("frames_per_s", {}).items()))
+            log.info("generator path: %s (%s)", tuning.get("choice"), tuning.get("rule") or ", ".join(
+                f"{k} {v:.1f} frames/s" for k, v in tuning.get("frames_per_s", {}).items()))
         ss.write_json(out / "generation.json", {**attrs, "config": asdict(cfg), "editor_settings": settings,
                                                 "path_measurement": tuning, "threads_per_worker": threads})
         jobs = [_with_settings(j, settings) for j in jobs]

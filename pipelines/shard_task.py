@@ -18,7 +18,6 @@ import functools
 import importlib
 import os
 import queue
-import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -170,10 +169,26 @@ def generate_shard(job: ShardJob) -> dict:
     return _result(x, out, load_s, model_s, write_outputs(x, out, editor))
 
 
-def tune(job: ShardJob, candidates: dict[str, dict], frames: int = 16, reps: int = 3) -> dict:
+def device_rule(job: ShardJob, rule: dict[str, str], candidates: dict[str, dict]) -> dict:
+    """The setting `rule` names for the device the editor runs on here ({"cpu": "loop", "cuda": "grouped"});
+    {} for an editor without `configure`."""
+    set_threads(job.threads)
+    editor, _ = _editor(job)
+    if not hasattr(editor, "configure"):
+        return {}
+    import torch
+
+    device = torch.device(getattr(editor, "device", None) or "cpu")
+    choice = rule.get(device.type, rule["cpu"])
+    return {"choice": choice, "settings": candidates[choice], "rule": f"{device.type}: {choice}",
+            "device": str(device), "threads": job.threads}
+
+
+def tune(job: ShardJob, candidates: dict[str, dict], frames: int = 8, reps: int = 2) -> dict:
     """A one-off measurement: editor.edit on the first `frames` frames of the job's shard under each candidate
-    setting (repetitions interleaved, the first one a warm-up); returns the fastest and the rates. An editor
-    without `configure` has nothing to choose: {}."""
+    setting (repetitions interleaved, the first one a warm-up; each setting's best repetition counts, the one
+    least disturbed by other work on a shared machine); returns the fastest and the rates. An editor without
+    `configure` has nothing to choose: {}."""
     set_threads(job.threads)
     editor, _ = _editor(job)
     if not hasattr(editor, "configure"):
@@ -188,7 +203,7 @@ def tune(job: ShardJob, candidates: dict[str, dict], frames: int = 16, reps: int
             editor.edit(x.images[:n], x.landmarks[:n], x.targets[:n], batch_size=job.batch_size)
             if rep:
                 times[name].append(time.perf_counter() - t0)
-    rates = {k: n / statistics.median(v) for k, v in times.items()}
+    rates = {k: n / min(v) for k, v in times.items()}
     best = max(rates, key=rates.get)
     return {"choice": best, "settings": candidates[best], "frames_per_s": rates, "frames": n,
             "device": str(getattr(editor, "device", job.device)), "threads": job.threads}

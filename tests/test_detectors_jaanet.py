@@ -199,3 +199,16 @@ def test_train_resume_and_score_smoke(aligned_store, tmp_path):
     df = det.score(fs.subset(np.arange(6)))
     assert len(df) == 6 * 12 and df["score"].between(0, 1).all()
     assert set(df["present"]) <= {0, 1} and (df["present"] == (df["score"] >= 0.5)).all()
+
+
+def test_bf16_scoring_stays_close_and_keeps_float32_outputs():
+    torch.manual_seed(0)
+    net = JaaNet(crop=64, unit=2).eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(x)
+    assert low["au_logp"].dtype == torch.float32 and low["landmarks"].dtype == torch.float32
+    p, q = ref["au_logp"][:, 1].exp(), low["au_logp"][:, 1].exp()
+    assert not torch.equal(p, q) and (p - q).abs().max() < 0.05  # bf16 ran, and moved probabilities a little

@@ -149,7 +149,10 @@ def test_path_is_measured_once_recorded_and_reused_on_resume(aligned_store, lacg
     from lacgan.infer import Editor
 
     plan = build_plan(aligned_store, tmp_path / "plan.parquet", PlanConfig(policy="balanced", count=4, seed=1))
-    c = gen.GenerateConfig(frames_per_shard=8, batch_size=4, workers=0)
+    rule = gen.generate(plan, aligned_store, lacgan_run, tmp_path / "rule", gen.GenerateConfig(workers=0))
+    assert rule.settings == {"loop": True}  # the default rule on the CPU
+    assert json.loads((tmp_path / "rule" / "generation.json").read_text())["path_measurement"]["rule"] == "cpu: loop"
+    c = gen.GenerateConfig(frames_per_shard=8, batch_size=4, workers=0, path="measure")
     s = gen.generate(plan, aligned_store, lacgan_run, tmp_path / "out", c)
     meta = json.loads((tmp_path / "out" / "generation.json").read_text())
     m = meta["path_measurement"]

@@ -11,9 +11,9 @@
 Per-patch and per-AU weights are stored as grouped convolutions: the patches (or AUs) are moved into the channel
 axis, so one kernel runs all of them with their own weights. How the per-AU stacks (refine, local) *run* depends on
 the device (`JaaNet.au_loop`): on the CPU, in eval mode, they run one AU at a time as ordinary convolutions on
-that AU's slice of the grouped weights, with each batch norm folded into its convolution, in channels-last
-layout — oneDNN runs 12 dense convolutions 2-3x faster than one 12-group convolution (measured on 2 cores; see
-docs/detectors.md). Training, and CUDA, use the grouped convolutions. Both give the same outputs to float
+that AU's slice of the grouped weights, with each batch norm folded into its convolution (the alignment and
+global stacks too), in channels-last layout — oneDNN runs 12 dense convolutions 2-3x faster than one 12-group
+convolution (measured on 2 cores; see docs/detectors.md). Training, and CUDA, use the grouped convolutions. Both give the same outputs to float
 tolerance (tests/test_detectors_jaanet.py) and share one state_dict.
 """
 
@@ -165,36 +165,40 @@ class JaaNet(nn.Module):
         predefined, refined (B, A, m, m)."""
         b = x.shape[0]
         feat = self.region(x)
-        align_feat = self.align(feat)
-        lm = self.align_out(align_feat.flatten(1)).view(b, N_POINTS, 2)
+        loop = self._loop(x)
+        if loop and self.training:
+            raise RuntimeError("JaaNet: the per-AU loop folds batch norms, so it runs in eval mode only")
+        if loop:  # the eval CPU path: batch norms folded, channels-last
+            feat = feat.contiguous(memory_format=torch.channels_last)
+        align_feat = run_one_group(_folded(self.align), feat, 0) if loop else self.align(feat)
+        with torch.autocast(x.device.type, enabled=False):  # landmarks and AU logits in float32 under autocast
+            lm = self.align_out(align_feat.float().flatten(1)).view(b, N_POINTS, 2)
         m = self.map_size
         # Maps are drawn at (m+8)² around the same centre so the unpadded refine convs return m²:
         # a (m+8)-px map over a crop scaled by (m+8)/m; shift landmarks by 4 map px = 4·crop/m crop px.
         pad = 4 * self.crop / m
-        pre = predefined_maps(lm.detach().cpu().numpy() + pad, self.crop + 2 * pad, m + 8)
+        pre = predefined_maps(lm.detach().float().cpu().numpy() + pad, self.crop + 2 * pad, m + 8)
         pre = torch.from_numpy(pre).to(x.device)
-        if self._loop(x):
+        if loop:
             refined, local = self._per_au_loop(feat, pre)
         else:
             refined = self.refine(pre)
             local_in = (feat.unsqueeze(1) * refined.unsqueeze(2)).flatten(1, 2)  # (B, A·C, m, m)
             local = self.local(local_in)
             local = local.view(b, self.n_aus, -1, *local.shape[2:]).mean(1)
-        glob = self.glob(feat)
+        glob = run_one_group(_folded(self.glob), feat, 0) if loop else self.glob(feat)
         z = torch.cat([align_feat.flatten(1), glob.flatten(1), local.flatten(1)], 1)
-        logits = self.au_head(z).view(b, 2, self.n_aus)
+        with torch.autocast(x.device.type, enabled=False):
+            logits = self.au_head(z.float()).view(b, 2, self.n_aus)
         return {"au_logp": F.log_softmax(logits, 1), "landmarks": lm, "maps": pre, "refined": refined}
 
     def _per_au_loop(self, feat: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """refine and local one AU at a time (eval only: batch norms folded with their running statistics)."""
-        if self.training:
-            raise RuntimeError("JaaNet: the per-AU loop folds batch norms, so it runs in eval mode only")
+        """refine and local one AU at a time (eval: batch norms folded with their running statistics)."""
         refine, local = _folded(self.refine), _folded(self.local)
-        feat = feat.contiguous(memory_format=torch.channels_last)
         refined, total = [], None
         for g in range(self.n_aus):
             r = run_one_group(refine, pre[:, g:g + 1].contiguous(memory_format=torch.channels_last), g)
             refined.append(r)
             out = run_one_group(local, feat * r, g)
-            total = out if total is None else total.add_(out)
+            total = out.float() if total is None else total.add_(out)  # summed in float32 (also under autocast)
         return torch.cat(refined, 1).contiguous(), (total / self.n_aus).contiguous()
