@@ -210,6 +210,16 @@ def tune(job: ShardJob, candidates: dict[str, dict], frames: int = 8, reps: int 
 
 
 # ---- a sequence of shards in one process, stages overlapped ---------------------------------------------------
+def _get(q: queue.Queue, stop: threading.Event):
+    """The next item, or None once `stop` is set (a failed writer stops the reader, which then puts nothing)."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return None
+
+
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     while not stop.is_set():
         try:
@@ -260,7 +270,7 @@ class ShardStream:
             t.start()
         try:
             while not errors:
-                item = reads.get()
+                item = _get(reads, stop)
                 if item is None:
                     break
                 x, err = item
