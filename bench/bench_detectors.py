@@ -1,17 +1,34 @@
-"""Frames per second of each detector's scoring (`Detector.score`), printed as a Markdown table.
+"""Frames per second of each detector's scoring (`Detector.score`), printed as a Markdown table; and JAA-Net's
+network against the public PyTorch-JAANet v1 modules at the paper's size, side by side.
 
     python bench/bench_detectors.py [--store STORE.zarr] [--frames 256] [--jaanet DIR] [--hogsvm DIR]
+    python bench/bench_detectors.py --only reference --reference PATH   # PATH: a fetched PyTorch-JAANet copy
 
 Without --store, random 128-px frames are scored. Without trained weights the trainable detectors run with
 freshly initialised ones (same arithmetic, so the same speed; the table says so). OpenFace is timed only when a
 FeatureExtraction binary is configured (--openface-bin, $OPENFACE_FEATURE_EXTRACTION or PATH); otherwise its row
 says "not installed".
+
+The reference comparison (176² crops, batch 8, eval, no_grad, same random input, fresh weights: speed does not
+depend on them) times our `JaaNet` on its CPU path (per-AU loop), on its grouped path, and the reference's
+v1 forward (HMRegionLearning, AlignNet, LocalAttentionRefine, LocalAUNetv1, HLFeatExtractor, AUNet, wired as its
+`AU_detection_evalv1`), repetitions interleaved, each timed call right after an untimed one of the same network
+(interleaved networks evict each other's oneDNN kernels, which made a first call ~3x slower), medians and best
+runs reported; our CPU path also under bfloat16 autocast (`JaaNetDetector(precision="bf16")`, not equal
+arithmetic: a different precision). The reference's modules are built from its
+`network.py` only when a copy is given (`--reference` = a checkout or a bare git directory); it is read and
+run, never copied into this project. Without it that row says "not given".
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import statistics
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,6 +79,79 @@ def _openface(binary):
         return None, "not installed"
 
 
+def _reference_network(path: str):
+    """The reference's network.py as a module, from a checkout or a bare git directory (never kept)."""
+    src = Path(path) / "network.py"
+    if src.exists():
+        text = src.read_text()
+    else:
+        r = subprocess.run(["git", "--git-dir", str(path), "show", "HEAD:network.py"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"{path}: neither a checkout with network.py nor a git directory holding it")
+        text = r.stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "jaanet_reference_network.py"
+        f.write_text(text)
+        spec = importlib.util.spec_from_file_location("jaanet_reference_network", f)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def _reference_forward(ref, crop: int, unit: int, n_aus: int = 12):
+    """The reference's v1 evaluation forward (its util.AU_detection_evalv1 wiring) on fresh modules."""
+    map_size = crop // 4
+    feat = 20 * unit * (map_size // 8) ** 2
+    mods = [ref.HMRegionLearning(input_dim=3, unit_dim=unit),
+            ref.AlignNet(crop_size=crop, map_size=map_size, au_num=n_aus, land_num=49, input_dim=unit * 8,
+                         unit_dim=unit),
+            ref.LocalAttentionRefine(au_num=n_aus, unit_dim=unit),
+            ref.LocalAUNetv1(au_num=n_aus, input_dim=unit * 8, unit_dim=unit),
+            ref.HLFeatExtractor(input_dim=unit * 8, unit_dim=unit),
+            ref.AUNet(au_num=n_aus, input_dim=3 * feat, unit_dim=unit)]
+    for m in mods:
+        m.eval()
+    region, align, refine, local, glob, head = mods
+
+    def forward(x):
+        f = region(x)
+        align_feat, _, maps = align(f)
+        r = refine(maps)
+        return head(torch.cat((align_feat, glob(f), local(f, r)), 1))
+
+    return forward
+
+
+def jaanet_vs_reference(reference: str | None, crop: int = 176, unit: int = 8, batch: int = 8,
+                        reps: int = 3) -> list[tuple[str, float, float]]:
+    """[(name, median frames/s, best frames/s)]: our JaaNet (CPU path, grouped path, CPU path in bf16) and the
+    reference, interleaved."""
+    from detectors.jaanet.model import JaaNet
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, crop, crop)
+    ours_loop = JaaNet(crop=crop, unit=unit).eval()
+    ours_grouped = JaaNet(crop=crop, unit=unit).eval()
+    ours_grouped.au_loop = False
+    def bf16(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return ours_loop(x)
+
+    runs = {"ours (per-AU loop, CPU path)": ours_loop, "ours (grouped convolutions)": ours_grouped,
+            "ours (CPU path, bf16 autocast)": bf16}
+    if reference:
+        runs["PyTorch-JAANet v1 modules (reference)"] = _reference_forward(_reference_network(reference), crop, unit)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.no_grad():
+        for _ in range(reps):
+            for k, f in runs.items():
+                f(x)  # warm-up right before each timed call: the networks' oneDNN kernels evict each other
+                t = time.perf_counter()
+                f(x)
+                times[k].append(time.perf_counter() - t)
+    return [(k, batch / statistics.median(v), batch / min(v)) for k, v in times.items()]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default=None)
@@ -71,9 +161,26 @@ def main(argv=None) -> int:
     ap.add_argument("--hogsvm", default=None, help="trained HOG+SVM weights folder")
     ap.add_argument("--openface-bin", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--reference", default=None, help="a fetched PyTorch-JAANet copy (checkout or git dir)")
+    ap.add_argument("--only", choices=("scoring", "reference"), default=None, help="run one of the two tables")
+    ap.add_argument("--reps", type=int, default=3, help="reference comparison: interleaved repetitions")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.only != "scoring":
+        rows = jaanet_vs_reference(args.reference, reps=args.reps)
+        ref = {name: (med, best) for name, med, best in rows}.get("PyTorch-JAANet v1 modules (reference)")
+        print(f"JAA-Net network, 176² crops, batch 8, eval, CPU, torch threads {torch.get_num_threads()}, "
+              f"{args.reps} interleaved repetitions; the machine may be shared (the best run is the least disturbed)")
+        print("| network | frames/s (median) | vs reference | frames/s (best) | vs reference |\n|---|---|---|---|---|")
+        for name, med, best in rows:
+            print(f"| {name} | {med:.2f} | {f'{med / ref[0]:.2f}' if ref else '-'} | {best:.2f} | "
+                  f"{f'{best / ref[1]:.2f}' if ref else '-'} |")
+        if not ref:
+            print("| PyTorch-JAANet v1 modules (reference) | not given (--reference PATH) | - | - | - |")
+        if args.only == "reference":
+            return 0
+        print()
     frames = _frames(args.store, args.frames, args.size)
     rows = []
     for name, (det, note) in (("jaanet", _jaanet(args.jaanet)), ("hogsvm", _hogsvm(args.hogsvm, frames)),

@@ -78,7 +78,8 @@ def run_generate(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = GenerateConfig(frames_per_shard=args.frames_per_shard, batch_size=args.batch_size, workers=args.workers,
-                         scheduler=args.scheduler, device=args.device, editor=args.editor)
+                         gpus=args.gpus, scheduler=args.scheduler, threads=args.threads, device=args.device,
+                         path=args.path, precision=args.precision, editor=args.editor)
     s = generate(args.plan, args.store, args.checkpoint, args.out, cfg)
     print(f"{s.out}: {s.frames} frames in {s.shards} shards ({s.generated} generated now, {s.skipped} were done); "
           f"{s.frames_per_s:.2f} frames/s")
@@ -192,7 +193,14 @@ def register(subparsers) -> None:
     g.add_argument("--checkpoint", required=True, help="LAC-GAN run directory or checkpoint directory")
     g.add_argument("--out", required=True, help="output folder (synthetic.zarr, parts/, generation.json)")
     g.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes; 0 = no Dask")
+    g.add_argument("--gpus", type=int, default=0, help="one dask-cuda worker per GPU on this machine "
+                                                       "(needs the extra: pip install 'lacgan-augment[gpu]')")
     g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (e.g. dask-cuda)")
+    g.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores // workers)")
+    g.add_argument("--path", choices=("auto", "measure", "grouped", "loop"), default="auto",
+                   help="LAC-GAN generator path (auto: per AU on CPU, grouped on CUDA; measure: time both once)")
+    g.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                   help="bf16: generator under bfloat16 autocast (where the device supports it)")
     g.add_argument("--frames-per-shard", type=int, default=64)
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: CUDA when present)")

@@ -5,10 +5,17 @@
 
 Target -1 leaves that AU's region as the source; pixels outside every active region are returned bitwise
 unchanged. Deterministic: eval mode, no sampling noise (z comes from the encoder).
+
+Settings (`Editor.configure`, recorded by the generation pipeline): `loop` runs the generator one AU at a time
+(`G.forward_loop`) instead of as one grouped computation (same result to float tolerance; faster on the CPU at
+64 and 200 px, see docs/pipeline.md); `precision="bf16"` runs the generator under bfloat16 autocast (composition
+stays float32, so pixels outside every region stay bitwise the source). On CUDA, inputs go through pinned memory
+with non-blocking copies, and the next batch is prepared on the CPU while the GPU works on the previous one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +31,21 @@ from lacgan.losses import draw, effective_targets
 from lacgan.networks import CARGStack, LocalDiscriminator
 
 
+PRECISIONS = {"float32": None, "bf16": torch.bfloat16}  # generator autocast dtype per precision setting
+
+
+def _to_device(obj, device: torch.device):
+    """A tensor (or a dataclass of tensors, e.g. Windows) on `device`: through pinned memory with a non-blocking
+    copy on CUDA, unchanged on the CPU."""
+    if device.type != "cuda":
+        return obj.to(device)
+    if isinstance(obj, torch.Tensor):
+        return obj.pin_memory().to(device, non_blocking=True)
+    fields = {f.name: _to_device(getattr(obj, f.name), device) for f in dataclasses.fields(obj)
+              if isinstance(getattr(obj, f.name), torch.Tensor)}
+    return dataclasses.replace(obj, **fields)
+
+
 @torch.no_grad()
 def estimate_labels(R: LocalDiscriminator, G: CARGStack, regions: torch.Tensor) -> torch.Tensor:
     """The source's AU states as the local regressor R reads them: masked regions (B, G, 3, h, w) -> (B, 12)
@@ -35,34 +57,56 @@ def estimate_labels(R: LocalDiscriminator, G: CARGStack, regions: torch.Tensor) 
 @torch.no_grad()
 def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.ndarray, targets: np.ndarray, device,
              source_labels: np.ndarray | None = None, R: LocalDiscriminator | None = None, batch_size: int = 32,
-             loop: bool = False) -> np.ndarray:
+             loop: bool = False, precision: str = "float32") -> np.ndarray:
     """Edit faces in batches with generator stack G (eval mode is the caller's business). The `difference` output
     needs the sources' AU labels: `source_labels` (n, 12), else R's reading of them. `loop=True` runs the
-    per-group reference path (same result, slower; for the benchmark)."""
-    out = np.empty_like(images)
+    per-group path (same result to float tolerance); `precision="bf16"` runs G under bfloat16 autocast."""
+    device = torch.device(device)
+    dtype = PRECISIONS[precision]
     need_source = net.output == "difference"
+    out = np.empty_like(images)
+    pending = None  # (slice, host tensor, CUDA event) of the batch whose result is still being copied back
     for s in range(0, len(images), batch_size):
         sl = slice(s, s + batch_size)
-        src_u8 = torch.from_numpy(np.ascontiguousarray(images[sl])).to(device)
+        src_u8 = _to_device(torch.from_numpy(np.ascontiguousarray(images[sl])), device)
+        win = _to_device(Windows.from_landmarks(landmarks[sl], net.size, G.window, net.regions, G.grouping.groups),
+                         device)
+        t = _to_device(torch.from_numpy(np.asarray(targets[sl], np.int64)), device)
         x = to_float(src_u8)
-        win = Windows.from_landmarks(landmarks[sl], net.size, G.window, net.regions, G.grouping.groups).to(device)
-        t = torch.from_numpy(np.asarray(targets[sl], np.int64)).to(device)
         src = gather_windows(x, win)
         roi = win.maps[:, :, None] * src
         if source_labels is not None:
-            labels = torch.from_numpy(np.asarray(source_labels[sl], np.int64)).to(device)
+            labels = _to_device(torch.from_numpy(np.asarray(source_labels[sl], np.int64)), device)
         elif R is not None:
             labels = estimate_labels(R, G, roi)
         else:
             labels = torch.full_like(t, -1)
         t_eff = effective_targets(t, labels)
         run = G.forward_loop if loop else G
-        dec_t = run(roi, t_eff)
-        dec_s = run(roi, labels) if need_source else dec_t
-        fake, _ = draw(net.output, src, dec_t, dec_s)
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            dec_t = run(roi, t_eff)
+            dec_s = run(roi, labels) if need_source else dec_t
+        fake, _ = draw(net.output, src, dec_t.float(), dec_s.float())
         composed, covered = compose(x, fake, win, G.grouping.active(t), net.composite, net.plateau_gain)
-        out[sl] = to_uint8(composed, src_u8, covered).cpu().numpy()
+        result = to_uint8(composed, src_u8, covered)
+        if device.type == "cuda":  # copy back without waiting; finish the previous batch meanwhile
+            host = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
+            host.copy_(result, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            if pending is not None:
+                _finish(out, *pending)
+            pending = (sl, host, event)
+        else:
+            out[sl] = result.numpy()
+    if pending is not None:
+        _finish(out, *pending)
     return out
+
+
+def _finish(out: np.ndarray, sl: slice, host: torch.Tensor, event) -> None:
+    event.synchronize()
+    out[sl] = host.numpy()
 
 
 @dataclass
@@ -73,6 +117,8 @@ class Editor:
     checkpoint_sha256: str  # sha256 of the checkpoint's models.safetensors
     path: Path
     device: torch.device
+    loop: bool = False  # run the generator groups one at a time (G.forward_loop) instead of grouped
+    precision: str = "float32"  # "float32" or "bf16" (generator under bfloat16 autocast)
 
     @property
     def size(self) -> int:
@@ -100,6 +146,18 @@ class Editor:
 
     uses_source_labels = True  # generation passes the sources' labels (the `difference` output needs them)
 
+    def configure(self, loop: bool | None = None, precision: str | None = None) -> "Editor":
+        """Change the generator path and/or precision (None keeps a setting); returns self."""
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+            if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                raise ValueError(f"precision bf16: device {self.device} does not support bfloat16")
+            self.precision = precision
+        if loop is not None:
+            self.loop = bool(loop)
+        return self
+
     def edit(self, images: np.ndarray, landmarks: np.ndarray, target_labels: np.ndarray,
              batch_size: int = 32, source_labels: np.ndarray | None = None) -> np.ndarray:
         """Edit to `target_labels` (-1: keep). `source_labels` (n, 12): the sources' known AU labels (-1 unknown);
@@ -111,7 +169,7 @@ class Editor:
         if len(images) == 0:
             return images.copy()
         return generate(self.G, self.config.net, images, landmarks.astype(np.float32), target_labels, self.device,
-                        source_labels, self.R, batch_size)
+                        source_labels, self.R, batch_size, self.loop, self.precision)
 
 
 def edit(checkpoint, images: np.ndarray, landmarks: np.ndarray, target_labels: np.ndarray,

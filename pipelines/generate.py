@@ -1,67 +1,83 @@
-"""Sharded generation: the plan's frames, edited by LAC-GAN, written shard by shard over a Dask cluster.
+"""Sharded generation: the plan's frames, edited by LAC-GAN, written shard by shard, in this process or over Dask.
 
-`generate(plan, store, checkpoint, out)` splits the plan into shards of `frames_per_shard` frames and maps
-`generate_shard` over them: by default on a `LocalCluster` (W worker processes, one thread each), or on an
-existing scheduler given by address — e.g. a dask-cuda cluster with one worker per GPU
-(`dask scheduler` + `dask cuda worker tcp://...`, or `LocalCUDACluster()`); each worker then picks its GPU
-through `lacgan.device.pick_device`. Each worker process loads the checkpoint once and keeps it.
+`generate(plan, store, checkpoint, out)` splits the plan into shards of `frames_per_shard` frames and runs
+`pipelines.shard_task.generate_shard` for each one not done yet:
+
+- `workers=0`: in this process, through `ShardStream` (reading the next shard and writing the previous one
+  overlap with editing the current one);
+- `workers=W` (default 2): a `LocalCluster` of W worker processes, one task at a time each, with this machine's
+  cores split between them (`threads` torch threads each, default cores // W);
+- `gpus=N`: a `dask_cuda.LocalCUDACluster`, one worker per GPU (the optional extra `lacgan-augment[gpu]`);
+- `scheduler=ADDRESS`: any existing Dask cluster (`dask scheduler` + `dask worker` / `dask cuda worker`, or
+  dask-jobqueue on Slurm; docs/pipeline.md); each worker picks its device through `lacgan.device.pick_device`.
+
+Each worker process loads the editor once and keeps it (`shard_task.load_editor`). Before the shards, the
+editor's generator path (grouped or per-AU loop) is chosen on a worker, for the device that will run it: by
+`PATH_RULE` (`path="auto"`) or a one-off measurement (`path="measure"`), and recorded in generation.json; a
+resumed run reuses the recorded choice.
 
 Resumption and faults (see pipelines.synth_store): a shard is done only when its manifest part exists. A task
 writes its shard's images in one write, then the part (temp name, rename). Re-running the same command skips
 done shards. A worker that dies mid-shard has its task rescheduled by Dask (the shard is rewritten whole); a
 task that raises (e.g. disk full) leaves its shard undone, the other shards finish, and the run ends with a
-GenerationError that lists the failed shards.
+GenerationError that lists the failed shards. Shards are the unit of work, so no two writers share one.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
+import json
 import logging
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from manifests.aus import AU_COLUMNS
 from pipelines import synth_store as ss
 from pipelines.plan import plan_config, plan_sha256, read_plan, store_frames, validate_plan
+from pipelines.shard_task import (DEFAULT_EDITOR, GenerationError, ShardJob, ShardStream, device_rule,
+                                  generate_shard, load_editor, tune)
 
 log = logging.getLogger("lacgan.generate")
 
-DEFAULT_EDITOR = "lacgan.infer:Editor"
+__all__ = ["DEFAULT_EDITOR", "GenerateConfig", "GenerateSummary", "GenerationError", "ShardJob", "generate",
+           "generate_shard", "load_editor", "synthetic_manifest"]
 
-
-class GenerationError(RuntimeError):
-    """Generation could not start or some shards failed; the message says which and why."""
+PATHS = {"grouped": {"loop": False}, "loop": {"loop": True}}  # editor settings of each generator path
+# path="auto": per device type. CPU: the per-AU loop, faster at 64 and 200 px at 1 and 2 threads on an idle
+# 2-core machine (1.2x, 1.4-1.7x; docs/pipeline.md); CUDA: grouped, one kernel per layer instead of 12.
+PATH_RULE = {"cpu": "loop", "cuda": "grouped"}
+PRECISIONS = ("float32", "bf16")
 
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    frames_per_shard: int = 64  # frames per Zarr shard = per Dask task (a shard is written by one task only)
+    frames_per_shard: int = 64  # frames per Zarr shard = per task (a shard is written by one task only)
     batch_size: int = 32  # frames per Editor.edit call
-    workers: int = 2  # LocalCluster worker processes (1 thread each); 0 = run shards in this process, no Dask
-    scheduler: str | None = None  # address of an existing Dask scheduler (e.g. dask-cuda); overrides `workers`
+    workers: int = 2  # LocalCluster worker processes; 0 = run the shards in this process, no Dask
+    gpus: int = 0  # > 0: a dask_cuda.LocalCUDACluster with one worker per GPU (extra "gpu"); overrides `workers`
+    scheduler: str | None = None  # address of an existing Dask scheduler; overrides `workers` and `gpus`
+    threads: int | None = None  # torch threads per worker; None = cores // workers (local clusters), as is (scheduler)
     device: str | None = None  # torch device for the workers; None = CUDA if present, else CPU
+    path: str = "auto"  # "grouped", "loop" (per AU), "auto" (PATH_RULE by device) or "measure" (timed once)
+    precision: str = "float32"  # "float32" or "bf16" (generator under bfloat16 autocast, where supported)
     editor: str = DEFAULT_EDITOR  # "module:Class" with .load(path, device) and .edit(...); LAC-GAN's Editor
 
+    def __post_init__(self):
+        if self.path not in ("auto", "measure", *PATHS):
+            raise GenerationError(f"path must be auto, measure, grouped or loop, got {self.path!r}")
+        if self.precision not in PRECISIONS:
+            raise GenerationError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.frames_per_shard < 1 or self.batch_size < 1 or self.workers < 0 or self.gpus < 0:
+            raise GenerationError("frames_per_shard and batch_size must be >= 1, workers and gpus >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise GenerationError(f"threads must be >= 1 (or None), got {self.threads}")
 
-@dataclass(frozen=True)
-class ShardJob:
-    out: str  # output folder
-    plan: str  # plan Parquet
-    store: str  # aligned store the sources come from
-    checkpoint: str  # LAC-GAN run or checkpoint directory
-    shard: int  # shard index
-    start: int  # first plan row of the shard
-    stop: int  # one past the last plan row
-    batch_size: int
-    device: str | None
-    editor: str
+    @property
+    def in_process(self) -> bool:
+        return self.workers == 0 and not self.gpus and not self.scheduler
 
 
 @dataclass(frozen=True)
@@ -78,64 +94,9 @@ class GenerateSummary:
     load_s: float  # summed over worker processes: checkpoint loading
     write_s: float  # summed over tasks: writing the shards' images (part of io_s; the parts are not counted)
     bytes_written: int  # image bytes written by this run
-
-
-# ---- the task: one shard ---------------------------------------------------------------------------------
-def _editor_class(spec: str):
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-@functools.lru_cache(maxsize=2)
-def load_editor(checkpoint: str, device: str | None, editor: str = DEFAULT_EDITOR):
-    """The editor for `checkpoint`, loaded once per process (Dask reuses worker processes across tasks)."""
-    return _editor_class(editor).load(checkpoint, device=device)
-
-
-def generate_shard(job: ShardJob) -> dict:
-    """Edit and write plan rows [start, stop) as shard `job.shard`; returns timings. Idempotent."""
-    import torch
-    import zarr
-
-    from manifests.aligned import AlignedStore
-
-    t0 = time.perf_counter()
-    cached = load_editor.cache_info().currsize
-    editor = load_editor(job.checkpoint, job.device, job.editor)
-    t_load = time.perf_counter() - t0 if load_editor.cache_info().currsize > cached else 0.0
-
-    t1 = time.perf_counter()
-    plan = read_plan(job.plan).iloc[job.start:job.stop]
-    sources = plan["source_row"].to_numpy()
-    images, landmarks, source_labels = AlignedStore.open(job.store).read(sources)
-    with_labels = getattr(editor, "uses_source_labels", False)  # LAC-GAN's `difference` output reads them
-    targets = plan[list(AU_COLUMNS)].to_numpy(np.int8)
-    t_read = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    out = np.empty_like(images)
-    for i in range(0, len(plan), job.batch_size):
-        j = min(i + job.batch_size, len(plan))
-        torch.manual_seed(int(plan["seed"].iloc[i]))  # anything random in the editor is fixed by the plan
-        extra = {"source_labels": source_labels[i:j]} if with_labels else {}
-        out[i:j] = editor.edit(images[i:j], landmarks[i:j].astype(np.float32), targets[i:j], batch_size=job.batch_size,
-                               **extra)
-    t_model = time.perf_counter() - t2
-
-    t3 = time.perf_counter()
-    try:
-        arr = zarr.open_group(str(Path(job.out) / ss.STORE_NAME), mode="r+", zarr_format=3)["images"]
-        arr[job.start:job.stop] = out  # exactly one shard: one atomic shard-file write
-        t_images = time.perf_counter() - t3
-        part = plan.assign(shard=job.shard, checkpoint_sha256=editor.checkpoint_sha256,
-                           config_hash=editor.config_hash, package_version=ss.package_version())
-        ss.write_part(job.out, job.shard, part)
-    except OSError as e:
-        raise GenerationError(f"{job.out}: writing shard {job.shard} failed ({e}); the shard is not counted "
-                              f"done and will be redone on the next run") from e
-    t_write = time.perf_counter() - t3
-    return dict(shard=job.shard, frames=len(plan), load_s=t_load, io_s=t_read + t_write, write_s=t_images,
-                model_s=t_model, bytes=int(out.nbytes), pid=os.getpid())
+    tune_s: float = 0.0  # choosing the generator path on a worker (rule or measurement; before `seconds` starts)
+    settings: dict | None = None  # editor settings the shards ran with (e.g. {"loop": true})
+    threads: int | None = None  # torch threads per worker (None: left to the worker / the caller)
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
@@ -147,8 +108,7 @@ def _prepare(plan_path, store_path, checkpoint, out, cfg: GenerateConfig):
     plan = validate_plan(read_plan(plan_path), str(plan_path), store_frames(store_path))
     if plan.empty:
         raise GenerationError(f"{plan_path}: the plan is empty; nothing to generate")
-    in_process = cfg.workers == 0 and not cfg.scheduler
-    editor = load_editor(str(checkpoint), cfg.device if in_process else "cpu", cfg.editor)  # hashes, size
+    editor = load_editor(str(checkpoint), cfg.device if cfg.in_process else "cpu", cfg.editor)  # hashes, size
     from manifests.aligned import AlignedStore
 
     size = AlignedStore.open(store_path).size
@@ -167,8 +127,49 @@ def _prepare(plan_path, store_path, checkpoint, out, cfg: GenerateConfig):
                  frames_per_shard=cfg.frames_per_shard, size=size, package_version=ss.package_version(),
                  test_fold=held_out, source_policy=str(plan["source_policy"].iloc[0]))
     ss.create_store(out, plan, size, cfg.frames_per_shard, attrs)
-    ss.write_json(Path(out) / "generation.json", {**attrs, "config": asdict(cfg)})
-    return plan, attrs
+    return plan, attrs, hasattr(editor, "configure")
+
+
+def _settings(cfg: GenerateConfig, out: Path, attrs: dict, configurable: bool) -> tuple[dict, bool]:
+    """(editor settings fixed by the config or by an earlier run of this output, whether the path is still to be
+    chosen on a worker). A resumed run keeps the recorded path, so its shards match the ones already written."""
+    settings = {} if cfg.precision == "float32" else {"precision": cfg.precision}
+    if not configurable:
+        if settings or cfg.path not in ("auto", "measure"):
+            raise GenerationError(f"editor {cfg.editor} has no configure(): it takes no path/precision settings")
+        return {}, False
+    if cfg.path in PATHS:
+        return {**settings, **PATHS[cfg.path]}, False
+    try:
+        before = json.loads((out / "generation.json").read_text())
+    except (OSError, ValueError):
+        before = {}
+    recorded = before.get("editor_settings") or {}
+    if before.get("checkpoint_sha256") == attrs["checkpoint_sha256"] and "loop" in recorded:
+        return {**settings, "loop": recorded["loop"]}, False
+    return settings, True
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _threads(cfg: GenerateConfig) -> int | None:
+    """torch threads per worker: given, or this machine's cores split between the local cluster's workers."""
+    if cfg.threads or cfg.in_process or cfg.scheduler:
+        return cfg.threads
+    return max(1, _cores() // (cfg.gpus or cfg.workers))
+
+
+def _check_cluster(cfg: GenerateConfig) -> None:
+    """Fail before anything is written when the asked-for cluster cannot start."""
+    if cfg.gpus and not cfg.scheduler:
+        try:
+            import dask_cuda  # noqa: F401
+        except ImportError:
+            raise GenerationError(f"--gpus {cfg.gpus} needs dask-cuda, which is not installed: pip install "
+                                  f"'lacgan-augment[gpu]' (or start `dask cuda worker`s and pass --scheduler)"
+                                  ) from None
 
 
 def _client(cfg: GenerateConfig):
@@ -177,29 +178,54 @@ def _client(cfg: GenerateConfig):
     if cfg.scheduler:
         return Client(cfg.scheduler), None
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start-up chatter; failures still show
-    cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                           dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+    common = dict(threads_per_worker=1, dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+    if cfg.gpus:
+        from dask_cuda import LocalCUDACluster
+
+        try:
+            cluster = LocalCUDACluster(n_workers=cfg.gpus, **common)
+        except (ValueError, RuntimeError) as e:
+            raise GenerationError(f"--gpus {cfg.gpus}: dask-cuda could not start its workers ({e})") from e
+    else:
+        cluster = LocalCluster(n_workers=cfg.workers, processes=True, **common)
     return Client(cluster), cluster
 
 
 def generate(plan_path, store_path, checkpoint, out, cfg: GenerateConfig = GenerateConfig()) -> GenerateSummary:
     """Generate every shard of the plan that is not done yet into `out` (see module doc)."""
     out = Path(out)
-    plan, _ = _prepare(plan_path, store_path, checkpoint, out, cfg)
+    _check_cluster(cfg)
+    plan, attrs, configurable = _prepare(plan_path, store_path, checkpoint, out, cfg)
+    settings, measure = _settings(cfg, out, attrs, configurable)
     ranges = ss.shard_ranges(len(plan), cfg.frames_per_shard)
     done = ss.done_shards(out, ranges)
     todo = [k for k in range(len(ranges)) if k not in done]
     log.info("generate %s: %d frames in %d shards, %d already done, %d to do", out, len(plan), len(ranges),
              len(done), len(todo))
-    jobs = [ShardJob(str(out), str(plan_path), str(store_path), str(checkpoint), k, *ranges[k], cfg.batch_size,
-                     cfg.device, cfg.editor) for k in todo]
-    results, failures, seconds = _run(jobs, cfg)
+    threads = _threads(cfg)
+    jobs = [ShardJob(str(out), str(plan_path), attrs["plan_sha256"], str(store_path), str(checkpoint), k,
+                     *ranges[k], cfg.batch_size, cfg.device, cfg.editor, (), threads) for k in todo]
+    with _Executor(cfg) as ex:
+        tuning, tune_s = {}, 0.0
+        if measure and jobs:
+            t0 = time.perf_counter()
+            candidates = {k: {**settings, **v} for k, v in PATHS.items()}
+            tuning = ex.call(tune, jobs[0], candidates) if cfg.path == "measure" else \
+                ex.call(device_rule, jobs[0], PATH_RULE, candidates)
+            tune_s = time.perf_counter() - t0
+            settings = tuning.get("settings", settings)
+            log.info("generator path: %s (%s)", tuning.get("choice"), tuning.get("rule") or ", ".join(
+                f"{k} {v:.1f} frames/s" for k, v in tuning.get("frames_per_s", {}).items()))
+        ss.write_json(out / "generation.json", {**attrs, "config": asdict(cfg), "editor_settings": settings,
+                                                "path_measurement": tuning, "threads_per_worker": threads})
+        jobs = [_with_settings(j, settings) for j in jobs]
+        results, failures, seconds = ex.run(jobs)
     frames = sum(r["frames"] for r in results)
     summary = GenerateSummary(str(out), len(plan), len(ranges), len(results), len(done), seconds,
                               frames / seconds if seconds > 0 and frames else 0.0,
                               sum(r["model_s"] for r in results), sum(r["io_s"] for r in results),
                               sum(r["load_s"] for r in results), sum(r["write_s"] for r in results),
-                              sum(r["bytes"] for r in results))
+                              sum(r["bytes"] for r in results), tune_s, settings, threads)
     log.info("generated %d frames in %.1f s: %.2f frames/s (model %.1f s, I/O %.1f s, loading %.1f s)",
              frames, seconds, summary.frames_per_s, summary.model_s, summary.io_s, summary.load_s)
     if failures:
@@ -209,50 +235,68 @@ def generate(plan_path, store_path, checkpoint, out, cfg: GenerateConfig = Gener
     return summary
 
 
-def _run(jobs: list[ShardJob], cfg: GenerateConfig) -> tuple[list[dict], dict[int, str], float]:
-    """Run the jobs; returns (results, {shard: error}, seconds from cluster ready to last shard)."""
-    results: list[dict] = []
-    failures: dict[int, str] = {}
-    if not jobs:
-        return results, failures, 0.0
-    bar = tqdm(total=len(jobs), desc="shards", unit="shard")
-    t0 = time.perf_counter()
+def _with_settings(job: ShardJob, settings: dict) -> ShardJob:
+    from dataclasses import replace
 
-    def record(r: dict):
-        results.append(r)
-        bar.update(1)
-        done_frames = sum(x["frames"] for x in results)
-        log.info("shard %d done (%d/%d), %.2f frames/s", r["shard"], len(results), len(jobs),
-                 done_frames / max(time.perf_counter() - t0, 1e-9))
+    return replace(job, settings=tuple(sorted(settings.items())))
 
-    try:
-        if cfg.workers == 0 and not cfg.scheduler:
-            for job in jobs:
-                try:
-                    record(generate_shard(job))
-                except GenerationError as e:
-                    failures[job.shard] = str(e)
-            return results, failures, time.perf_counter() - t0
-        from distributed import as_completed
 
-        client, cluster = _client(cfg)
+class _Executor:
+    """Where the shards run: this process (ShardStream) or a Dask client (one task per shard)."""
+
+    def __init__(self, cfg: GenerateConfig):
+        self.cfg, self.client, self.cluster = cfg, None, None
+
+    def __enter__(self) -> "_Executor":
+        if not self.cfg.in_process:
+            self.client, self.cluster = _client(self.cfg)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def call(self, fn, *args):
+        """fn(*args) once, where the shards will run (a worker's device and threads)."""
+        if self.client is None:
+            return fn(*args)
+        return self.client.submit(fn, *args, pure=False).result()
+
+    def run(self, jobs: list[ShardJob]) -> tuple[list[dict], dict[int, str], float]:
+        """Run the jobs; returns (results, {shard: error}, seconds from the start of the first shard)."""
+        results: list[dict] = []
+        failures: dict[int, str] = {}
+        if not jobs:
+            return results, failures, 0.0
+        bar = tqdm(total=len(jobs), desc="shards", unit="shard")
         t0 = time.perf_counter()
+
+        def record(r: dict):
+            results.append(r)
+            bar.update(1)
+            done_frames = sum(x["frames"] for x in results)
+            log.info("shard %d done (%d/%d), %.2f frames/s", r["shard"], len(results), len(jobs),
+                     done_frames / max(time.perf_counter() - t0, 1e-9))
+
         try:
-            futures = {client.submit(generate_shard, job, pure=False, key=f"shard-{job.shard}-{os.urandom(4).hex()}"):
-                       job for job in jobs}
+            if self.client is None:
+                ShardStream().run(jobs, record, failures.__setitem__)
+                return results, failures, time.perf_counter() - t0
+            from distributed import as_completed
+
+            futures = {self.client.submit(generate_shard, job, pure=False,
+                                          key=f"shard-{job.shard}-{os.urandom(4).hex()}"): job for job in jobs}
             for fut in as_completed(futures):
                 job = futures[fut]
                 try:
                     record(fut.result())
                 except Exception as e:  # KilledWorker, GenerationError, or a bug in one shard: record, go on
                     failures[job.shard] = f"{type(e).__name__}: {e}"
+            return results, failures, time.perf_counter() - t0
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-        return results, failures, time.perf_counter() - t0
-    finally:
-        bar.close()
+            bar.close()
 
 
 def synthetic_manifest(out) -> pd.DataFrame:

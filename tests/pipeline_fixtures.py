@@ -35,9 +35,10 @@ def canonical_landmarks(size: int) -> np.ndarray:
 
 
 def make_store(tmp_path, subjects=("F001", "F002", "M001", "M002", "M003", "F003"), frames=8, size=32,
-               failed=(), seed=0, chunk=16):
+               failed=(), seed=0, chunk=16, jitter=0.0):
     """Manifest + aligned store: `frames` frames per subject, folds 1,2,3 by subject position, random labels
-    (some -1). Rows in `failed` are marked FAILED. Returns the store path."""
+    (some -1). Rows in `failed` are marked FAILED. `jitter` moves each frame's landmarks by that fraction of the
+    crop (normal noise), so region windows vary as on real faces. Returns the store path."""
     rng = np.random.default_rng(seed)
     rows = []
     for i, subj in enumerate(subjects):
@@ -58,6 +59,8 @@ def make_store(tmp_path, subjects=("F001", "F002", "M001", "M002", "M003", "F003
     store.group["labels"][:] = labels
     store.group["fold"][:] = df["fold"].to_numpy()
     lm = np.broadcast_to(canonical_landmarks(size), (len(df), 68, 2))
+    if jitter:
+        lm = (lm + rng.normal(0, jitter * size, lm.shape)).astype(np.float32)
     images = rng.integers(0, 256, size=(len(df), size, size, 3), dtype=np.uint8)
     for start in range(0, len(df), chunk):
         stop = min(start + chunk, len(df))

@@ -143,6 +143,43 @@ def test_network_shapes_and_gradients():
         JaaNet(crop=72)
 
 
+def test_per_au_loop_equals_the_grouped_computation():
+    """The CPU eval path (one AU at a time, batch norms folded) computes what the grouped convolutions compute,
+    from the same state_dict; training keeps the grouped path."""
+    torch.manual_seed(0)
+    net = JaaNet(crop=64, unit=2)
+    with torch.no_grad():  # batch norms with non-trivial statistics, so that folding them matters
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.randn(3, 3, 64, 64)
+    assert net._loop(x)  # the default in eval on the CPU
+    with torch.no_grad():
+        net.au_loop = False
+        grouped = net(x)
+        net.au_loop = True
+        looped = net(x)
+    for k in ("au_logp", "landmarks", "maps", "refined"):
+        assert looped[k].shape == grouped[k].shape
+        torch.testing.assert_close(looped[k], grouped[k], rtol=1e-4, atol=1e-5)
+    assert grouped["au_logp"].std() > 0 and (grouped["refined"] - 0.5).abs().max() > 1e-3  # not a degenerate net
+    other = JaaNet(crop=64, unit=2)
+    other.load_state_dict(net.state_dict())  # one state_dict for both paths
+    other.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(other(x)["au_logp"], grouped["au_logp"], rtol=1e-4, atol=1e-5)
+    net.au_loop = None
+    net.train()
+    assert not net._loop(x)
+    net.au_loop = True
+    with pytest.raises(RuntimeError, match="eval mode only"):
+        net(x)
+
+
 def test_train_resume_and_score_smoke(aligned_store, tmp_path):
     from detectors.base import load_detector, train_detector
     from detectors.frames import FrameSource
@@ -162,3 +199,16 @@ def test_train_resume_and_score_smoke(aligned_store, tmp_path):
     df = det.score(fs.subset(np.arange(6)))
     assert len(df) == 6 * 12 and df["score"].between(0, 1).all()
     assert set(df["present"]) <= {0, 1} and (df["present"] == (df["score"] >= 0.5)).all()
+
+
+def test_bf16_scoring_stays_close_and_keeps_float32_outputs():
+    torch.manual_seed(0)
+    net = JaaNet(crop=64, unit=2).eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(x)
+    assert low["au_logp"].dtype == torch.float32 and low["landmarks"].dtype == torch.float32
+    p, q = ref["au_logp"][:, 1].exp(), low["au_logp"][:, 1].exp()
+    assert not torch.equal(p, q) and (p - q).abs().max() < 0.05  # bf16 ran, and moved probabilities a little

@@ -43,13 +43,17 @@ class JaaNetDetector:
     name = "jaanet"
     supported_aus: tuple[int, ...] = AUS
 
-    def __init__(self, net: JaaNet, cfg: JaaNetConfig, meta: dict, batch_size: int = 64, threshold: float = 0.5):
+    def __init__(self, net: JaaNet, cfg: JaaNetConfig, meta: dict, batch_size: int = 64, threshold: float = 0.5,
+                 precision: str = "float32"):
+        if precision not in ("float32", "bf16"):
+            raise ValueError(f"jaanet precision must be float32 or bf16, got {precision!r}")
         self.net, self.cfg, self.meta = net.eval(), cfg, meta
-        self.batch_size, self.threshold = batch_size, threshold
+        self.batch_size, self.threshold, self.precision = batch_size, threshold, precision
         self.device = next(net.parameters()).device
 
     @classmethod
-    def load(cls, weights_dir, device: str | None = None, batch_size: int = 64) -> "JaaNetDetector":
+    def load(cls, weights_dir, device: str | None = None, batch_size: int = 64,
+             precision: str = "float32") -> "JaaNetDetector":
         if weights_dir is None:
             raise ValueError("jaanet needs --weights DIR (written by `lacgan detect train --detector jaanet`)")
         d = Path(weights_dir)
@@ -63,18 +67,20 @@ class JaaNetDetector:
         dev = pick_device(device or cfg.device)
         net = JaaNet(crop=cfg.crop, unit=cfg.unit)
         net.load_state_dict(load_file(str(d / WEIGHTS)))
-        return cls(net.to(dev), cfg, meta, batch_size=batch_size)
+        return cls(net.to(dev), cfg, meta, batch_size=batch_size, precision=precision)
 
     def settings(self) -> dict:
-        return {"config": config_json(self.cfg), "weights_sha256_16": self.meta.get("weights_sha256_16"),
-                "threshold": self.threshold, "test_fold": self.meta.get("summary", {}).get("test_fold")}
+        out = {"config": config_json(self.cfg), "weights_sha256_16": self.meta.get("weights_sha256_16"),
+               "threshold": self.threshold, "test_fold": self.meta.get("summary", {}).get("test_fold")}
+        return out if self.precision == "float32" else {**out, "precision": self.precision}
 
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 (B, S, S, 3) aligned faces -> (B, 12) present-probabilities in AUS order."""
         x = data.centre_crop(data.resize_images(images, self.cfg.input_size), self.cfg.crop)
-        out = self.net(data.to_tensor(x, self.device))
-        return out["au_logp"][:, 1].exp().cpu().numpy()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.net(data.to_tensor(x, self.device))  # bf16: convolutions only; logits stay float32
+        return out["au_logp"][:, 1].exp().float().cpu().numpy()
 
     def score(self, frames: FrameSource) -> pd.DataFrame:
         ids, probs = [], []

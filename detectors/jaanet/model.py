@@ -8,8 +8,13 @@
     global            a feature stack on the region features
     au_head           [align, global, local] features -> two linear layers -> (B, 2, 12) log-probabilities
 
-Per-patch and per-AU convolutions are written as grouped convolutions: the patches (or AUs) are moved into
-the channel axis, so one kernel runs all of them with their own weights.
+Per-patch and per-AU weights are stored as grouped convolutions: the patches (or AUs) are moved into the channel
+axis, so one kernel runs all of them with their own weights. How the per-AU stacks (refine, local) *run* depends on
+the device (`JaaNet.au_loop`): on the CPU, in eval mode, they run one AU at a time as ordinary convolutions on
+that AU's slice of the grouped weights, with each batch norm folded into its convolution (the alignment and
+global stacks too), in channels-last layout — oneDNN runs 12 dense convolutions 2-3x faster than one 12-group
+convolution (measured on 2 cores; see docs/detectors.md). Training, and CUDA, use the grouped convolutions. Both give the same outputs to float
+tolerance (tests/test_detectors_jaanet.py) and share one state_dict.
 """
 
 from __future__ import annotations
@@ -64,6 +69,49 @@ class RegionLayer(nn.Module):
         return F.relu(self.bn(x + torch.cat([a, b, c], 1)))
 
 
+def _folded(seq: nn.Sequential) -> list:
+    """An eval-mode conv-BN-ReLU / max-pool / sigmoid stack as a list of steps: ("conv", weight, bias, relu) with
+    each batch norm folded into the convolution before it, ("pool",) and ("sigmoid",)."""
+    steps, mods, i = [], list(seq), 0
+    while i < len(mods):
+        m = mods[i]
+        if isinstance(m, nn.Conv2d):
+            w, b = m.weight, m.bias
+            if i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d):
+                bn = mods[i + 1]
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                w, b = w * scale[:, None, None, None], (b - bn.running_mean) * scale + bn.bias
+                i += 1
+            relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+            steps.append(("conv", w, b, m.padding, m.groups, relu))
+            i += 1 + relu
+        elif isinstance(m, nn.MaxPool2d):
+            steps.append(("pool",))
+            i += 1
+        elif isinstance(m, nn.Sigmoid):
+            steps.append(("sigmoid",))
+            i += 1
+        else:
+            raise TypeError(f"_folded: unexpected layer {type(m).__name__}")
+    return steps
+
+
+def run_one_group(steps: list, x: torch.Tensor, g: int) -> torch.Tensor:
+    """Group g of a folded grouped stack on its own input x (B, C_in per group, H, W)."""
+    for step in steps:
+        if step[0] == "conv":
+            _, w, b, pad, groups, relu = step
+            n = w.shape[0] // groups
+            x = F.conv2d(x, w[g * n:(g + 1) * n], b[g * n:(g + 1) * n], padding=pad)
+            if relu:
+                x = F.relu_(x)
+        elif step[0] == "pool":
+            x = F.max_pool2d(x, 2)
+        else:
+            x = torch.sigmoid(x)
+    return x
+
+
 def feature_stack(cin: int, unit: int, groups: int = 1) -> nn.Sequential:
     """Three stages of two 3×3 conv-BN-ReLU and a 2× max-pool (12, 16, 20 × unit channels, per group)."""
     layers, c = [], cin
@@ -99,6 +147,10 @@ class JaaNet(nn.Module):
         self.local = feature_stack(8 * unit, unit, groups=n_aus)
         self.glob = feature_stack(8 * unit, unit)
         self.au_head = nn.Sequential(nn.Linear(3 * feat, 64 * unit), nn.Linear(64 * unit, 2 * n_aus))
+        self.au_loop: bool | None = None  # per-AU stacks one AU at a time; None = in eval mode on the CPU
+
+    def _loop(self, x: torch.Tensor) -> bool:
+        return (not self.training and x.device.type == "cpu") if self.au_loop is None else self.au_loop
 
     def init_landmarks(self, mean_lm49: np.ndarray):
         """Start the alignment output at the training set's mean shape (a short CPU run then begins with usable
@@ -113,19 +165,40 @@ class JaaNet(nn.Module):
         predefined, refined (B, A, m, m)."""
         b = x.shape[0]
         feat = self.region(x)
-        align_feat = self.align(feat)
-        lm = self.align_out(align_feat.flatten(1)).view(b, N_POINTS, 2)
+        loop = self._loop(x)
+        if loop and self.training:
+            raise RuntimeError("JaaNet: the per-AU loop folds batch norms, so it runs in eval mode only")
+        if loop:  # the eval CPU path: batch norms folded, channels-last
+            feat = feat.contiguous(memory_format=torch.channels_last)
+        align_feat = run_one_group(_folded(self.align), feat, 0) if loop else self.align(feat)
+        with torch.autocast(x.device.type, enabled=False):  # landmarks and AU logits in float32 under autocast
+            lm = self.align_out(align_feat.float().flatten(1)).view(b, N_POINTS, 2)
         m = self.map_size
         # Maps are drawn at (m+8)² around the same centre so the unpadded refine convs return m²:
         # a (m+8)-px map over a crop scaled by (m+8)/m; shift landmarks by 4 map px = 4·crop/m crop px.
         pad = 4 * self.crop / m
-        pre = predefined_maps(lm.detach().cpu().numpy() + pad, self.crop + 2 * pad, m + 8)
+        pre = predefined_maps(lm.detach().float().cpu().numpy() + pad, self.crop + 2 * pad, m + 8)
         pre = torch.from_numpy(pre).to(x.device)
-        refined = self.refine(pre)
-        local_in = (feat.unsqueeze(1) * refined.unsqueeze(2)).flatten(1, 2)  # (B, A·C, m, m)
-        local = self.local(local_in)
-        local = local.view(b, self.n_aus, -1, *local.shape[2:]).mean(1)
-        glob = self.glob(feat)
+        if loop:
+            refined, local = self._per_au_loop(feat, pre)
+        else:
+            refined = self.refine(pre)
+            local_in = (feat.unsqueeze(1) * refined.unsqueeze(2)).flatten(1, 2)  # (B, A·C, m, m)
+            local = self.local(local_in)
+            local = local.view(b, self.n_aus, -1, *local.shape[2:]).mean(1)
+        glob = run_one_group(_folded(self.glob), feat, 0) if loop else self.glob(feat)
         z = torch.cat([align_feat.flatten(1), glob.flatten(1), local.flatten(1)], 1)
-        logits = self.au_head(z).view(b, 2, self.n_aus)
+        with torch.autocast(x.device.type, enabled=False):
+            logits = self.au_head(z.float()).view(b, 2, self.n_aus)
         return {"au_logp": F.log_softmax(logits, 1), "landmarks": lm, "maps": pre, "refined": refined}
+
+    def _per_au_loop(self, feat: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """refine and local one AU at a time (eval: batch norms folded with their running statistics)."""
+        refine, local = _folded(self.refine), _folded(self.local)
+        refined, total = [], None
+        for g in range(self.n_aus):
+            r = run_one_group(refine, pre[:, g:g + 1].contiguous(memory_format=torch.channels_last), g)
+            refined.append(r)
+            out = run_one_group(local, feat * r, g)
+            total = out.float() if total is None else total.add_(out)  # summed in float32 (also under autocast)
+        return torch.cat(refined, 1).contiguous(), (total / self.n_aus).contiguous()
