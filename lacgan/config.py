@@ -67,6 +67,8 @@ class LossConfig:
     id_faces: int = 0  # faces of each batch the identity term sees (0 = all); a CPU-time knob, ours
     g_label: float = 1.0  # scale of R's label term in G's objective (1: Eq. 7's λ_AU·L_label inside λ2); ours
     lambda_latent: float = 0.0  # latent AU adversary: z must not tell the source's AUs (Fader-style); 0 = paper
+    lambda_pair: float = 0.0  # sequence-paired L1: an edit to a same-sequence partner's labels vs that partner's
+    #                           region (TrainConfig.pair_prob of each batch); 0 = paper (unpaired)
     judge: str = "own"  # what D_local and R see of a fake: "own" = A_i ⊙ G_i (paper), "composite" = the composited
     #                     image inside the window (what ends up in the frame)
 
@@ -92,6 +94,7 @@ class TrainConfig:
     test_fold: int = 3  # fold held out (JAA-Net partition: train on two folds, test on the third)
     seed: int = 0  # seeds weights, batches, target labels and priors (each step draws from (seed, step))
     target_flip: float = 0.5  # per-AU probability that a known source label is flipped to make the target
+    pair_prob: float = 0.0  # share of each batch whose target is a same-sequence partner's labels (lambda_pair)
     sample_every: int = 1000  # steps between sample grids (Fig. 3 / Fig. 5 layout)
     checkpoint_every: int = 1000  # steps between checkpoints
     log_every: int = 50  # steps between statistics lines

@@ -2,6 +2,11 @@
 
 Every batch is a pure function of (seed, step): the rows and target labels are drawn from
 `numpy.random.default_rng([seed, step])`, so a resumed run sees exactly the batches an uninterrupted one would.
+
+Targets are unpaired (the paper): each known source label flipped with probability `target_flip`. With
+`pair_prob` > 0, that share of each batch instead takes the labels of a *partner*: another frame of the same
+sequence (subject and task, the same recording session), whose image the sequence-paired term compares the edit
+with (LossConfig.lambda_pair). BP4D has such sequences as much as the cohort does; nothing else is paired.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class FaceData:
     held_rows: np.ndarray
     _store: AlignedStore
     _cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # train images, landmarks, labels
+    _sequences: np.ndarray | None = None  # (len(train_rows),) int sequence id of each training row
 
     @classmethod
     def open(cls, path, size: int, test_fold: int, cache: bool = True) -> "FaceData":
@@ -60,6 +66,25 @@ class FaceData:
     def __len__(self) -> int:
         return len(self.train_rows)
 
+    def sequences(self) -> np.ndarray:
+        """(len(train_rows),) int: the sequence (subject/task) of each training row, from the store's manifest."""
+        if self._sequences is None:
+            from detectors.frames import store_sequences
+
+            keys = store_sequences(self._store)[self.train_rows]
+            self._sequences = np.unique(keys, return_inverse=True)[1].astype(np.int64)
+        return self._sequences
+
+    def partners(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each training index, another training index of the same sequence (itself when it is alone)."""
+        seq = self.sequences()
+        out = np.empty_like(idx)
+        for k, i in enumerate(idx):
+            pool = np.flatnonzero(seq == seq[i])
+            pool = pool[pool != i] if len(pool) > 1 else pool
+            out[k] = pool[rng.integers(len(pool))]
+        return out
+
     def train_landmarks(self) -> np.ndarray:
         if self._cache is not None:
             return self._cache[1]
@@ -74,12 +99,20 @@ class FaceData:
         inv = np.argsort(order)
         return tuple(a[inv] for a in out)
 
-    def batch(self, step: int, batch_size: int, seed: int, flip: float):
-        """The batch of `step`: (images uint8, landmarks, labels, targets), all numpy."""
+    def batch(self, step: int, batch_size: int, seed: int, flip: float, pair_prob: float = 0.0):
+        """The batch of `step`: (images uint8, landmarks, labels, targets, partner images uint8 | None,
+        paired (B,) bool | None), all numpy."""
         rng = np.random.default_rng([seed, step])
         idx = rng.integers(0, len(self.train_rows), size=batch_size)
         images, landmarks, labels = self.read_train(idx)
-        return images, landmarks, labels, sample_targets(labels, rng, flip)
+        targets = sample_targets(labels, rng, flip)
+        if pair_prob <= 0:
+            return images, landmarks, labels, targets, None, None
+        pair_rng = np.random.default_rng([seed, step, 2])  # its own stream: unpaired batches stay as they were
+        paired = pair_rng.random(batch_size) < pair_prob
+        partner_images, _, partner_labels = self.read_train(self.partners(idx, pair_rng))
+        targets = np.where(paired[:, None], partner_labels, targets).astype(np.int8)
+        return images, landmarks, labels, targets, partner_images, paired
 
     def held_out(self, n: int):
         """`n` held-out faces spread evenly over the test fold (training faces when the fold is empty)."""
@@ -89,15 +122,18 @@ class FaceData:
 
 
 def to_batch(images: np.ndarray, landmarks: np.ndarray, labels: np.ndarray, targets: np.ndarray,
-             net: NetConfig, device) -> Batch:
+             net: NetConfig, device, partner: np.ndarray | None = None, paired: np.ndarray | None = None) -> Batch:
     """numpy arrays -> a Batch on `device` with one region window per generator group of `net`."""
     from lacgan.networks import region_groups
 
     check_arrays(images, landmarks, targets, net.size)
     win = Windows.from_landmarks(landmarks, net.size, net.window, net.regions, region_groups(net)).to(device)
-    return Batch(images=to_float(torch.from_numpy(np.ascontiguousarray(images))).to(device), win=win,
+    as_float = lambda a: to_float(torch.from_numpy(np.ascontiguousarray(a))).to(device)  # noqa: E731
+    return Batch(images=as_float(images), win=win,
                  labels=torch.from_numpy(np.asarray(labels, np.int64)).to(device),
-                 targets=torch.from_numpy(np.asarray(targets, np.int64)).to(device))
+                 targets=torch.from_numpy(np.asarray(targets, np.int64)).to(device),
+                 partner=None if partner is None else as_float(partner),
+                 paired=None if paired is None else torch.from_numpy(np.asarray(paired, bool)).to(device))
 
 
 def check_arrays(images: np.ndarray, landmarks: np.ndarray, labels: np.ndarray, size: int) -> None:

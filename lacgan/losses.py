@@ -110,6 +110,8 @@ class Batch:
     win: Windows  # one window per generator group
     labels: torch.Tensor  # (B, 12) int64 source labels {1, 0, -1}
     targets: torch.Tensor  # (B, 12) int64 target labels {1, 0, -1}
+    partner: torch.Tensor | None = None  # (B, 3, S, S) same-sequence partner frames (data.FaceData.batch)
+    paired: torch.Tensor | None = None  # (B,) bool: this row's target is its partner's labels
 
 
 @dataclass
@@ -200,6 +202,11 @@ class LacganLoss:
             lat = latent_loss(self.m.D_lat(g.z), self.grouping.labels(b.labels), confuse=True)
             carg = carg + c.lambda_latent * lat
             terms["latent"] = lat
+        if c.lambda_pair > 0 and b.partner is not None:  # the edit toward a partner's labels looks like the partner
+            mask = known_t & b.paired[:, None]
+            pair = pixel_loss(g.fake, gather_windows(b.partner, b.win), b.win.maps, mask)
+            carg = carg + c.lambda_pair * pair
+            terms["pair"] = pair
         tv = tv_loss(g.composed)
         total = weighted_sum(carg, beta) + c.lambda_4 * tv  # Eq. 10
         terms["tv"] = tv

@@ -92,8 +92,8 @@ def train(
     with stats.collecting(writer):
         for step in bar:
             t0 = time.perf_counter()
-            arrays = data.batch(step, tc.batch_size, tc.seed, tc.target_flip)
-            batch = to_batch(*arrays, config.net, device)
+            *arrays, partner, paired = data.batch(step, tc.batch_size, tc.seed, tc.target_flip, tc.pair_prob)
+            batch = to_batch(*arrays, config.net, device, partner, paired)
             prior = torch.Generator().manual_seed(int(np.random.default_rng([tc.seed, step, 1]).integers(2**62)))
             with autocast():
                 gen = loss.generate(batch)

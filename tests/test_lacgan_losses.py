@@ -144,20 +144,23 @@ def test_phases_compose_terms_with_their_weights(design):
         base = base.replace(net={"regions": "reference", "generators": "per-au", "output": "paper",
                                  "composite": "paper"}, loss={"lambda_latent": 0.0, "judge": "own"})
     else:
-        base = base.replace(loss={"lambda_latent": 0.5, "g_label": 0.3})
+        base = base.replace(loss={"lambda_latent": 0.5, "g_label": 0.3, "lambda_pair": 0.7})
     cfg = base.replace(net={"window": fit_window(lm, 64, base.net.regions)})
     models = build_models(cfg.net)
     toy = ToyFeatures()
     feats = identity_features(toy)
     loss = LacganLoss(models, cfg.loss, feats, cfg.net)
     targets = sample_targets(labels, np.random.default_rng(0), 0.5)
-    b = to_batch(imgs, lm, labels, targets, cfg.net, "cpu")
+    b = to_batch(imgs, lm, labels, targets, cfg.net, "cpu", partner=imgs[::-1], paired=np.array([1, 0, 1, 0], bool))
     g = loss.generate(b)
     total, t = loss.phase("G", b, g)
     c = cfg.loss
     carg = t["pixel"] + c.lambda_1 * t["adv_z"] + c.lambda_2 * (t["adv_au"] + c.lambda_au * c.g_label * t["label"])
     if c.lambda_latent:
         carg = carg + c.lambda_latent * t["latent"]
+    assert ("pair" in t) == (design == "demo")
+    if c.lambda_pair:
+        carg = carg + c.lambda_pair * t["pair"]
     expect = carg.sum() + c.lambda_img * t["adv_img"] + c.lambda_3 * t["id"] + c.lambda_4 * t["tv"]
     torch.testing.assert_close(total, expect)
     assert len(t["pixel"]) == models.G.G == (12 if design == "paper" else 9)

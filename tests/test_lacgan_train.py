@@ -164,3 +164,25 @@ def test_smoke_training_on_the_embedded_cohort(aligned_store, tmp_path):
     out = ed.edit(imgs, lm, np.where(labels < 0, 0, 1 - labels).astype(np.int8), source_labels=labels)
     assert out.shape == imgs.shape and out.dtype == np.uint8
     assert np.array_equal(ed.edit(imgs, lm, labels, source_labels=labels), imgs)  # own labels: unchanged
+
+
+def test_pairs_come_from_the_same_sequence(aligned_store):
+    from detectors.frames import store_sequences
+    from manifests.aligned import AlignedStore
+
+    data = FaceData.open(aligned_store, 64, 3)
+    imgs, lm, labels, targets, partner, paired = data.batch(3, 16, seed=2, flip=0.5, pair_prob=0.5)
+    assert paired.any() and (~paired).any() and partner.shape == imgs.shape
+    seqs = store_sequences(AlignedStore.open(aligned_store))[data.train_rows]
+    rng = np.random.default_rng([2, 3])
+    idx = rng.integers(0, len(data), 16)
+    pair_rng = np.random.default_rng([2, 3, 2])
+    pair_rng.random(16)
+    mates = data.partners(idx, pair_rng)
+    assert (seqs[idx] == seqs[mates]).all() and (idx != mates).all()
+    assert np.array_equal(partner, data.read_train(mates)[0])
+    np.testing.assert_array_equal(targets[paired], data.read_train(mates)[2][paired])  # a partner's labels
+    again = data.batch(3, 16, seed=2, flip=0.5, pair_prob=0.5)  # still a function of (seed, step)
+    assert all(np.array_equal(x, y) for x, y in zip(again, (imgs, lm, labels, targets, partner, paired)))
+    unpaired = data.batch(3, 16, seed=2, flip=0.5)
+    assert np.array_equal(unpaired[3][~paired], targets[~paired])  # pairing leaves the other rows' targets alone
