@@ -34,6 +34,8 @@ class NetConfig:
     composite: str = "paper"  # "paper": Eq. 2 with weights A_i (normalised where they overlap);
     #                           "plateau": weights min(1, plateau_gain·ΣA) shared in proportion to A_i
     plateau_gain: float = 3.0  # composite "plateau": the outer 1/gain of a diamond map is the feathered border
+    skips: bool = False  # U-Net skip connections from each encoder layer to the decoder layer of its size; the
+    #                      paper's CARG has none (its decoder sees only z and the label)
 
     def __post_init__(self):
         if len(self.enc_channels) != 5:

@@ -155,10 +155,8 @@ class LacganLoss:
     def generate(self, b: Batch) -> GenOut:
         source = gather_windows(b.images, b.win)
         x_roi = b.win.maps[:, :, None] * source  # Eq. 1 inside the window
-        z = self.m.G.encode(x_roi)
         targets = effective_targets(b.targets, b.labels)
-        both = self.m.G.decode(torch.cat([z, z]), torch.cat([targets, b.labels]))  # one call: larger batch
-        dec_t, dec_s = both.chunk(2)
+        z, (dec_t, dec_s) = self.m.G.encode_decode(x_roi, [targets, b.labels])  # one decoder call, both labels
         fake, recon = draw(self.net.output, source, dec_t, dec_s)
         composed, _ = compose(b.images, fake, b.win, self.grouping.active(b.targets), self.net.composite,
                               self.net.plateau_gain)

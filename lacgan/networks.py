@@ -71,6 +71,12 @@ def _down(n: int, layers: int) -> int:
     return n
 
 
+def _cat_groups(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """Concatenate two grouped feature maps (B, G·ca, h, w), (B, G·cb, h, w) group by group -> (B, G·(ca+cb), h, w)."""
+    B, _, h, w = a.shape
+    return torch.cat([a.reshape(B, groups, -1, h, w), b.reshape(B, groups, -1, h, w)], 2).reshape(B, -1, h, w)
+
+
 def label_code(labels: torch.Tensor) -> torch.Tensor:
     """int labels (…) in {1, 0, -1} -> float condition +1 present, -1 absent, 0 unknown."""
     return torch.where(labels > 0, 1.0, torch.where(labels == 0, -1.0, 0.0))
@@ -134,8 +140,14 @@ class CARGStack(nn.Module):
         self.enc_fc = GroupedLinear(G, flat, cfg.z_dim)
         self.dec_fc = GroupedLinear(G, cfg.z_dim + cfg.label_dim, flat)
         rch = ch[::-1]  # c5 .. c1, 3
-        self.dec = nn.ModuleList(nn.ConvTranspose2d(G * a, G * b, k, 2, k // 2, output_padding=1, groups=G)
-                                 for a, b in zip(rch, rch[1:]))
+        # with skips, decoder layer i (i >= 1) also reads the output of encoder layer 4 - i (its size)
+        extra = [0] + [ch[5 - i] for i in range(1, 5)] if cfg.skips else [0] * 5
+        self.skips = cfg.skips
+        self.dec = nn.ModuleList(nn.ConvTranspose2d(G * (a + e), G * b, k, 2, k // 2, output_padding=1, groups=G)
+                                 for a, b, e in zip(rch, rch[1:], extra))
+        self.sizes = [window]
+        for _ in range(5):
+            self.sizes.append(((self.sizes[-1][0] + 1) // 2, (self.sizes[-1][1] + 1) // 2))  # after enc layer k
         self.c5 = ch[-1]
 
     def condition(self, labels: torch.Tensor) -> torch.Tensor:
@@ -144,26 +156,43 @@ class CARGStack(nn.Module):
         return codes.repeat_interleave(self.label_dim // codes.shape[-1], dim=-1)
 
     # ---- batched (the fast path) -----------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, G, 3, h, w) regions -> z (B, G, N_z) in [-1, 1]."""
+    def encode(self, x: torch.Tensor, with_features: bool = False):
+        """(B, G, 3, h, w) regions -> z (B, G, N_z) in [-1, 1]; with `with_features` also the encoder layers'
+        outputs (for the skips)."""
         B = x.shape[0]
         h = x.reshape(B, self.G * 3, *x.shape[-2:])
+        feats = []
         for conv in self.enc:
             h = F.leaky_relu(conv(h), 0.2)
-        return torch.tanh(self.enc_fc(h.reshape(B, self.G, -1)))
+            feats.append(h)
+        z = torch.tanh(self.enc_fc(h.reshape(B, self.G, -1)))
+        return (z, feats) if with_features else z
 
-    def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """z (B, G, N_z), labels (B, 12) int in {1, 0, -1} -> regions (B, G, 3, h, w) in [-1, 1]."""
+    def decode(self, z: torch.Tensor, labels: torch.Tensor, feats: list | None = None) -> torch.Tensor:
+        """z (B, G, N_z), labels (B, 12) int in {1, 0, -1} (and the encoder features when the CARG has skips)
+        -> regions (B, G, 3, h, w) in [-1, 1]."""
         B = z.shape[0]
         cond = self.condition(labels).to(z.dtype)
         h = F.relu(self.dec_fc(torch.cat([z, cond], dim=-1))).reshape(B, self.G * self.c5, self.h5, self.w5)
         for i, deconv in enumerate(self.dec):
+            if self.skips and i > 0:
+                h = _cat_groups(h[..., : self.sizes[5 - i][0], : self.sizes[5 - i][1]], feats[4 - i], self.G)
             h = deconv(h)
             h = torch.tanh(h) if i == len(self.dec) - 1 else F.relu(h)
         return h[..., : self.window[0], : self.window[1]].reshape(B, self.G, 3, *self.window)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.skips:
+            z, feats = self.encode(x, with_features=True)
+            return self.decode(z, labels, feats)
         return self.decode(self.encode(x), labels)
+
+    def encode_decode(self, x: torch.Tensor, labels: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Encode once, decode for each label set: (z, [regions for labels[0], ...])."""
+        z, feats = self.encode(x, with_features=True)
+        n = len(labels)
+        both = self.decode(torch.cat([z] * n), torch.cat(labels), [torch.cat([f] * n) for f in feats])
+        return z, list(both.chunk(n))
 
     # ---- one group at a time, same weights (reference) -------------------------------------------------
     def forward_loop(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -174,14 +203,18 @@ class CARGStack(nn.Module):
         """Group g alone: x (B, 3, h, w), its condition (B, label_dim) -> (B, 3, h, w)."""
         G = self.G
         h = x
+        feats = []
         for conv in self.enc:
             n = conv.out_channels // G
             h = F.leaky_relu(F.conv2d(h, conv.weight[g * n:(g + 1) * n], conv.bias[g * n:(g + 1) * n], 2,
                                       conv.padding), 0.2)
+            feats.append(h)
         z = torch.tanh(self.enc_fc.single(h.flatten(1), g))
         h = F.relu(self.dec_fc.single(torch.cat([z, cond.to(z.dtype)], -1), g)).reshape(-1, self.c5, self.h5,
                                                                                          self.w5)
         for i, dc in enumerate(self.dec):
+            if self.skips and i > 0:
+                h = torch.cat([h[..., : self.sizes[5 - i][0], : self.sizes[5 - i][1]], feats[4 - i]], 1)
             n_in, n_out = dc.in_channels // G, dc.out_channels // G
             h = F.conv_transpose2d(h, dc.weight[g * n_in:(g + 1) * n_in], dc.bias[g * n_out:(g + 1) * n_out], 2,
                                    dc.padding, dc.output_padding)

@@ -118,3 +118,20 @@ def test_seeded_build_is_reproducible():
     assert torch.equal(a.G.enc[0].weight, b.G.enc[0].weight)
     with pytest.raises(ValueError, match="window"):
         build_models(preset("smoke").net)
+
+
+@pytest.mark.parametrize("window", [(28, 44), (20, 36), (64, 64)])
+def test_skips_build_and_batched_equals_loop(window):
+    m = build_models(dataclasses.replace(preset("smoke").net, window=window, skips=True), seed=3)
+    x = torch.randn(2, m.G.G, 3, *window)
+    lab = torch.randint(-1, 2, (2, 12))
+    with torch.no_grad():
+        y = m.G(x, lab)
+        torch.testing.assert_close(y, m.G.forward_loop(x, lab), atol=1e-5, rtol=0)
+        _, (a, b) = m.G.encode_decode(x, [lab, 1 - lab.abs()])
+    torch.testing.assert_close(a, y)
+    assert not torch.equal(a, b)
+    plain = build_models(dataclasses.replace(preset("smoke").net, window=window), seed=3)
+    assert y.shape == (2, m.G.G, 3, *window)
+    assert m.G.dec[-1].in_channels == m.G.G * (4 + 4)  # the last decoder layer reads enc layer 0 (4 channels)
+    assert plain.G.dec[-1].in_channels == plain.G.G * 4
