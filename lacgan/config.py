@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from manifests.aus import N_AUS
 
@@ -78,15 +79,13 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
 
 
-@dataclass(frozen=True)
-class LacganConfig:
-    preset: str = "paper"  # name of the preset this config started from
-    net: NetConfig = field(default_factory=NetConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class SectionedConfig:
+    """Shared by every model's top-level config: a `preset` name plus frozen dataclass sections (listed in
+    `SECTIONS`), (de)serialised as canonical JSON. `MODEL` names the model kind recorded in checkpoints."""
 
-    # ---- (de)serialisation -------------------------------------------------------------------------------
+    MODEL: ClassVar[str]
+    SECTIONS: ClassVar[dict[str, type]]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -95,15 +94,14 @@ class LacganConfig:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LacganConfig":
-        return cls(preset=d["preset"], net=_build(NetConfig, d["net"]), loss=_build(LossConfig, d["loss"]),
-                   optim=_build(OptimConfig, d["optim"]), train=_build(TrainConfig, d["train"]))
+    def from_dict(cls, d: dict):
+        return cls(preset=d["preset"], **{name: _build(sec, d[name]) for name, sec in cls.SECTIONS.items()})
 
     @classmethod
-    def from_json(cls, text: str) -> "LacganConfig":
+    def from_json(cls, text: str):
         return cls.from_dict(json.loads(text))
 
-    def replace(self, **sections) -> "LacganConfig":
+    def replace(self, **sections):
         """`cfg.replace(train={"steps": 10})`: a copy with fields of the named sections changed."""
         out = {}
         for name, changes in sections.items():
@@ -114,15 +112,28 @@ class LacganConfig:
         return dataclasses.replace(self, **out)
 
 
+@dataclass(frozen=True)
+class LacganConfig(SectionedConfig):
+    MODEL: ClassVar[str] = "lacgan"
+    SECTIONS: ClassVar[dict[str, type]] = {"net": NetConfig, "loss": LossConfig, "optim": OptimConfig,
+                                           "train": TrainConfig}
+
+    preset: str = "paper"  # name of the preset this config started from
+    net: NetConfig = field(default_factory=NetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 # Fields that may differ between a checkpoint and the run resuming it (they change no computed value).
 RESUMABLE_TRAIN_FIELDS = ("steps", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints")
 
 
-def config_hash(cfg: LacganConfig) -> str:
+def config_hash(cfg: SectionedConfig) -> str:
     return hashlib.sha256(cfg.to_json().encode()).hexdigest()
 
 
-def resume_key(cfg: LacganConfig) -> dict:
+def resume_key(cfg: SectionedConfig) -> dict:
     """The parts of a config a resumed run must share with its checkpoint."""
     d = cfg.to_dict()
     for k in RESUMABLE_TRAIN_FIELDS:
