@@ -61,7 +61,7 @@ class Editor:
     @classmethod
     def load(cls, path, device=None) -> "Editor":
         device = device if isinstance(device, torch.device) else pick_device(device)
-        ck = load_checkpoint(path, with_optim=False)
+        ck = load_checkpoint(path, with_optim=False, model="lacgan")
         G = CARGStack(ck.config.net, ck.config.net.window)
         load_modules(ck, {"G": G})
         G.to(device).eval()
