@@ -1,4 +1,4 @@
-"""Sharded generation: the plan's frames, edited by LAC-GAN, written shard by shard over a Dask cluster.
+"""Sharded generation: the plan's frames, edited by LAC-GAN or GANimation, written shard by shard over Dask.
 
 `generate(plan, store, checkpoint, out)` splits the plan into shards of `frames_per_shard` frames and maps
 `generate_shard` over them: by default on a `LocalCluster` (W worker processes, one thread each), or on an
@@ -33,7 +33,8 @@ from pipelines.plan import plan_sha256, read_plan, store_frames, validate_plan
 
 log = logging.getLogger("lacgan.generate")
 
-DEFAULT_EDITOR = "lacgan.infer:Editor"
+AUTO = "auto"  # the editor of the checkpoint's own model kind (lacgan.editors.GENERATORS)
+DEFAULT_EDITOR = AUTO
 
 
 class GenerationError(RuntimeError):
@@ -47,7 +48,7 @@ class GenerateConfig:
     workers: int = 2  # LocalCluster worker processes (1 thread each); 0 = run shards in this process, no Dask
     scheduler: str | None = None  # address of an existing Dask scheduler (e.g. dask-cuda); overrides `workers`
     device: str | None = None  # torch device for the workers; None = CUDA if present, else CPU
-    editor: str = DEFAULT_EDITOR  # "module:Class" with .load(path, device) and .edit(...); LAC-GAN's Editor
+    editor: str = DEFAULT_EDITOR  # "auto" (by the checkpoint's model kind) or "module:Class" with .load/.edit
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class ShardJob:
     out: str  # output folder
     plan: str  # plan Parquet
     store: str  # aligned store the sources come from
-    checkpoint: str  # LAC-GAN run or checkpoint directory
+    checkpoint: str  # LAC-GAN or GANimation run or checkpoint directory
     shard: int  # shard index
     start: int  # first plan row of the shard
     stop: int  # one past the last plan row
@@ -89,6 +90,10 @@ def _editor_class(spec: str):
 @functools.lru_cache(maxsize=2)
 def load_editor(checkpoint: str, device: str | None, editor: str = DEFAULT_EDITOR):
     """The editor for `checkpoint`, loaded once per process (Dask reuses worker processes across tasks)."""
+    if editor == AUTO:
+        from lacgan.editors import load_editor as by_model_kind
+
+        return by_model_kind(checkpoint, device=device)
     return _editor_class(editor).load(checkpoint, device=device)
 
 
@@ -145,7 +150,12 @@ def _prepare(plan_path, store_path, checkpoint, out, cfg: GenerateConfig):
     if plan.empty:
         raise GenerationError(f"{plan_path}: the plan is empty; nothing to generate")
     in_process = cfg.workers == 0 and not cfg.scheduler
-    editor = load_editor(str(checkpoint), cfg.device if in_process else "cpu", cfg.editor)  # hashes, size
+    from lacgan.checkpoint import CheckpointError
+
+    try:
+        editor = load_editor(str(checkpoint), cfg.device if in_process else "cpu", cfg.editor)  # hashes, size
+    except CheckpointError as e:
+        raise GenerationError(f"{e} (editor {cfg.editor!r})") from e
     from manifests.aligned import AlignedStore
 
     size = AlignedStore.open(store_path).size
