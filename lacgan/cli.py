@@ -4,7 +4,6 @@ and the editors (lacgan.editors)."""
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import warnings
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from manifests.aus import AU_COLUMNS, N_AUS, au_index
+from pipelines.cli_data import _user_errors as user_errors  # bad input: one line naming it, exit 2
 
 
 def register(subparsers) -> None:
@@ -73,23 +73,6 @@ def _identity(choice: str, device):
     return identity_features(load_dlib_face_net(device=device))
 
 
-def _clear_errors(func):
-    """A missing, mismatched or unreadable checkpoint or store prints one line and exits 2."""
-
-    @functools.wraps(func)
-    def run(args) -> int:
-        from lacgan.checkpoint import CheckpointError
-        from manifests.aligned import StoreError
-
-        try:
-            return func(args)
-        except (CheckpointError, StoreError) as e:
-            print(f"lacgan {args.command}: error: {e}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def _train_lacgan(args, cfg, data, out: Path, device, ck):
     from lacgan.data import resolve_window
     from lacgan.networks import build_models
@@ -131,7 +114,7 @@ def _preset(model: str, name: str):
 TRAINERS = {"lacgan": _train_lacgan, "ganimation": _train_ganimation}  # --model -> its training setup
 
 
-@_clear_errors
+@user_errors
 def run_train(args) -> int:
     from lacgan.checkpoint import find_checkpoint, load_checkpoint, model_kind
     from lacgan.data import FaceData
@@ -157,7 +140,7 @@ def run_train(args) -> int:
     return 0
 
 
-@_clear_errors
+@user_errors
 def run_edit(args) -> int:
     from lacgan.editors import load_editor
     from lacgan.samples import grid, save_png

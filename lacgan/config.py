@@ -80,11 +80,11 @@ class TrainConfig:
 
 
 class SectionedConfig:
-    """Shared by every model's top-level config: a `preset` name plus frozen dataclass sections (listed in
-    `SECTIONS`), (de)serialised as canonical JSON. `MODEL` names the model kind recorded in checkpoints."""
+    """Shared by every model's top-level config: a `preset` name plus frozen dataclass sections (the fields
+    whose default_factory is the section's class), (de)serialised as canonical JSON. `MODEL` names the model kind
+    recorded in checkpoints."""
 
     MODEL: ClassVar[str]
-    SECTIONS: ClassVar[dict[str, type]]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -95,7 +95,8 @@ class SectionedConfig:
 
     @classmethod
     def from_dict(cls, d: dict):
-        return cls(preset=d["preset"], **{name: _build(sec, d[name]) for name, sec in cls.SECTIONS.items()})
+        sections = {f.name: f.default_factory for f in dataclasses.fields(cls) if f.name != "preset"}
+        return cls(preset=d["preset"], **{name: _build(sec, d[name]) for name, sec in sections.items()})
 
     @classmethod
     def from_json(cls, text: str):
@@ -115,9 +116,6 @@ class SectionedConfig:
 @dataclass(frozen=True)
 class LacganConfig(SectionedConfig):
     MODEL: ClassVar[str] = "lacgan"
-    SECTIONS: ClassVar[dict[str, type]] = {"net": NetConfig, "loss": LossConfig, "optim": OptimConfig,
-                                           "train": TrainConfig}
-
     preset: str = "paper"  # name of the preset this config started from
     net: NetConfig = field(default_factory=NetConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -173,8 +171,12 @@ PRESETS: dict[str, LacganConfig] = {
 }
 
 
-def preset(name: str) -> LacganConfig:
+def pick_preset(presets: dict, name: str, what: str = "preset"):
     try:
-        return PRESETS[name]
+        return presets[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(presets)}") from None
+
+
+def preset(name: str) -> LacganConfig:
+    return pick_preset(PRESETS, name)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from lacgan.checkpoint import file_sha256, load_checkpoint, load_modules, MODELS
+from lacgan.checkpoint import load_checkpoint, load_modules
 from lacgan.compose import Windows, compose, gather_windows, to_float, to_uint8
 from lacgan.config import LacganConfig, config_hash
 from lacgan.data import check_arrays
@@ -43,11 +44,17 @@ def generate(G: CARGStack, images: np.ndarray, landmarks: np.ndarray, targets: n
 
 
 @dataclass
-class Editor:
-    G: CARGStack
-    config: LacganConfig
+class EditorBase:
+    """What every editor (lacgan.editors.GENERATORS) shares: loading a checkpoint of the subclass's model kind,
+    the config's size and hash, and the checked `edit`. A subclass is a dataclass adding its networks (one
+    field, named by `NETWORKS`), with `MODEL`, `_networks(config)` and `_edit(...)`."""
+
+    MODEL: ClassVar[str]  # model kind, a key of lacgan.checkpoint.CONFIGS
+    NETWORKS: ClassVar[str]  # name of the subclass's field holding its networks
+
+    config: object  # the model's config (LacganConfig, GanimationConfig)
     checkpoint_sha256: str  # sha256 of the checkpoint's models.safetensors
-    path: Path
+    path: Path  # the checkpoint directory
     device: torch.device
 
     @property
@@ -59,13 +66,19 @@ class Editor:
         return config_hash(self.config)
 
     @classmethod
-    def load(cls, path, device=None) -> "Editor":
+    def _networks(cls, config) -> tuple[object, dict[str, torch.nn.Module]]:
+        """(the networks as the editor holds them, {checkpoint name: module} to load)."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path, device=None):
         device = device if isinstance(device, torch.device) else pick_device(device)
-        ck = load_checkpoint(path, with_optim=False, model="lacgan")
-        G = CARGStack(ck.config.net, ck.config.net.window)
-        load_modules(ck, {"G": G})
-        G.to(device).eval()
-        return cls(G, ck.config, file_sha256(ck.path / MODELS), ck.path, device)
+        ck = load_checkpoint(path, with_optim=False, model=cls.MODEL)
+        nets, named = cls._networks(ck.config)
+        load_modules(ck, named)
+        for m in named.values():
+            m.to(device).eval()
+        return cls(config=ck.config, checkpoint_sha256=ck.sha256, path=ck.path, device=device, **{cls.NETWORKS: nets})
 
     def edit(self, images: np.ndarray, landmarks: np.ndarray, target_labels: np.ndarray,
              batch_size: int = 32) -> np.ndarray:
@@ -73,8 +86,26 @@ class Editor:
         check_arrays(images, landmarks, target_labels, self.size)
         if len(images) == 0:
             return images.copy()
-        return generate(self.G, images, landmarks.astype(np.float32), target_labels, self.size, self.device,
-                        batch_size)
+        return self._edit(images, landmarks.astype(np.float32), target_labels, batch_size)
+
+    def _edit(self, images, landmarks, target_labels, batch_size) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass
+class Editor(EditorBase):
+    MODEL: ClassVar[str] = "lacgan"
+    NETWORKS: ClassVar[str] = "G"
+
+    G: CARGStack
+
+    @classmethod
+    def _networks(cls, config: LacganConfig):
+        G = CARGStack(config.net, config.net.window)
+        return G, {"G": G}
+
+    def _edit(self, images, landmarks, target_labels, batch_size) -> np.ndarray:
+        return generate(self.G, images, landmarks, target_labels, self.size, self.device, batch_size)
 
 
 def edit(checkpoint, images: np.ndarray, landmarks: np.ndarray, target_labels: np.ndarray,

@@ -112,7 +112,8 @@ def test_gradient_penalty_by_hand():
     assert dc.item() == pytest.approx(2 * (math.sqrt(12) - 1) * math.sqrt(12), rel=1e-5)
     # quadratic critic D(x) = sum(x^2): gradient 2x at x = a*real + (1-a)*fake
     real, fake = torch.ones(2, 1, 1, 2), torch.zeros(2, 1, 1, 2)
-    gp = L.gradient_penalty(lambda x: (x ** 2).flatten(1).sum(1), real, fake, torch.tensor([0.25, 1.0]).view(2, 1, 1, 1))
+    alpha = torch.tensor([0.25, 1.0]).view(2, 1, 1, 1)
+    gp = L.gradient_penalty(lambda x: (x ** 2).flatten(1).sum(1), real, fake, alpha)
     expected = ((2 * 0.25 * math.sqrt(2) - 1) ** 2 + (2 * math.sqrt(2) - 1) ** 2) / 2
     assert gp.item() == pytest.approx(expected, rel=1e-6)
 

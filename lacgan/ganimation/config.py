@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from lacgan.config import SectionedConfig
+from lacgan.config import SectionedConfig, pick_preset
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class NetConfig:
 @dataclass(frozen=True)
 class LossConfig:
     lambda_D_prob: float = 1.0  # adversarial (WGAN) weight, both players (--lambda_D_prob)
-    lambda_D_cond: float = 4000.0  # AU regression weight on real (critic) and edited (generator) faces (--lambda_D_cond)
+    lambda_D_cond: float = 4000.0  # AU regression weight, real faces (critic) and edits (G) (--lambda_D_cond)
     lambda_cyc: float = 10.0  # cycle reconstruction L1 weight (--lambda_cyc)
     lambda_mask: float = 0.1  # attention saturation weight: mean(A), both passes (--lambda_mask)
     lambda_mask_smooth: float = 1e-5  # attention total variation weight, summed over pixels (--lambda_mask_smooth)
@@ -76,9 +76,6 @@ class TrainConfig:
 @dataclass(frozen=True)
 class GanimationConfig(SectionedConfig):
     MODEL: ClassVar[str] = "ganimation"
-    SECTIONS: ClassVar[dict[str, type]] = {"net": NetConfig, "loss": LossConfig, "optim": OptimConfig,
-                                           "train": TrainConfig}
-
     preset: str = "paper"  # name of the preset this config started from
     net: NetConfig = field(default_factory=NetConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -107,7 +104,4 @@ PRESETS: dict[str, GanimationConfig] = {
 
 
 def preset(name: str) -> GanimationConfig:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown GANimation preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    return pick_preset(PRESETS, name, "GANimation preset")

@@ -12,18 +12,15 @@ no-op). Where the attention mask is exactly 1 the source bytes are returned unch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from lacgan.checkpoint import load_checkpoint, load_modules
 from lacgan.compose import to_float, to_uint8
-from lacgan.config import config_hash
-from lacgan.data import check_arrays
-from lacgan.device import pick_device
 from lacgan.ganimation.config import GanimationConfig
 from lacgan.ganimation.networks import Models, attend, build_models, condition, fill_unknown
+from lacgan.infer import EditorBase
 
 
 def render(models: Models, x: torch.Tensor, targets: torch.Tensor):
@@ -47,34 +44,16 @@ def generate(models: Models, images: np.ndarray, targets: np.ndarray, device, ba
 
 
 @dataclass
-class Editor:
+class Editor(EditorBase):
+    MODEL: ClassVar[str] = "ganimation"
+    NETWORKS: ClassVar[str] = "models"
+
     models: Models  # generator and critic (the critic reads the source for −1 targets)
-    config: GanimationConfig
-    checkpoint_sha256: str  # sha256 of the checkpoint's models.safetensors
-    path: Path
-    device: torch.device
-
-    @property
-    def size(self) -> int:
-        return self.config.net.size
-
-    @property
-    def config_hash(self) -> str:
-        return config_hash(self.config)
 
     @classmethod
-    def load(cls, path, device=None) -> "Editor":
-        device = device if isinstance(device, torch.device) else pick_device(device)
-        ck = load_checkpoint(path, with_optim=False, model="ganimation")
-        models = build_models(ck.config.net)
-        load_modules(ck, models.named())
-        models.to(device).eval()
-        return cls(models, ck.config, ck.sha256, ck.path, device)
+    def _networks(cls, config: GanimationConfig):
+        models = build_models(config.net)
+        return models, models.named()
 
-    def edit(self, images: np.ndarray, landmarks: np.ndarray, target_labels: np.ndarray,
-             batch_size: int = 32) -> np.ndarray:
-        images, landmarks, target_labels = np.asarray(images), np.asarray(landmarks), np.asarray(target_labels)
-        check_arrays(images, landmarks, target_labels, self.size)
-        if len(images) == 0:
-            return images.copy()
+    def _edit(self, images, landmarks, target_labels, batch_size) -> np.ndarray:
         return generate(self.models, images, target_labels, self.device, batch_size)
