@@ -204,8 +204,8 @@ def register(subparsers) -> None:
     g.add_argument("--frames-per-shard", type=int, default=64)
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: CUDA when present)")
-    g.add_argument("--editor", default="lacgan.infer:Editor", help="import path of the editor class "
-                                                                   "(default: LAC-GAN's Editor)")
+    g.add_argument("--editor", default="auto", help="auto: the editor of the checkpoint's model kind (LAC-GAN or "
+                                                    "GANimation); or the import path of an editor class")
     g.set_defaults(func=run_generate)
 
     c = subparsers.add_parser("counterfactual", help="embedded cohort: render each plan row's source with its "

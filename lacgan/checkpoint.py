@@ -6,6 +6,9 @@ Layout of a run directory:
     RUN/checkpoints/step-00001000/  models.safetensors  optim.pt  state.json
     RUN/checkpoints/latest          text: the name of the newest complete checkpoint directory
 
+state.json records the model kind ("model": a key of `CONFIGS`, "lacgan" when absent: checkpoints written
+before GANimation existed), so a checkpoint is read back with its own config class.
+
 A checkpoint is written into a hidden temporary directory and renamed into place; `latest` is rewritten
 (temp file + `os.replace`) only after that. A crash mid-write leaves the previous checkpoint and `latest` intact.
 """
@@ -22,9 +25,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lacgan.config import LacganConfig, config_hash, resume_key
+from lacgan.config import LacganConfig, SectionedConfig, config_hash, resume_key
+from lacgan.ganimation.config import GanimationConfig
 
 MODELS, OPTIM, STATE, LATEST = "models.safetensors", "optim.pt", "state.json", "latest"
+CONFIGS: dict[str, type[SectionedConfig]] = {"lacgan": LacganConfig, "ganimation": GanimationConfig}  # model kinds
 
 
 class CheckpointError(ValueError):
@@ -35,9 +40,10 @@ class CheckpointError(ValueError):
 class Checkpoint:
     path: Path
     step: int
-    config: LacganConfig
+    config: SectionedConfig  # LacganConfig or GanimationConfig (CONFIGS[model])
     models: dict[str, dict[str, torch.Tensor]]  # network name -> state_dict
     optim: dict | None  # optimizer states, "scaler", "rng"; None when only the models were read
+    model: str = "lacgan"  # model kind, a key of CONFIGS
 
     @property
     def sha256(self) -> str:
@@ -52,7 +58,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(run_dir, step: int, config: LacganConfig, modules: dict[str, torch.nn.Module],
+def save_checkpoint(run_dir, step: int, config: SectionedConfig, modules: dict[str, torch.nn.Module],
                     optim: dict, keep: int = 3) -> Path:
     """Write checkpoint `step` atomically, point `latest` at it, and keep only the newest `keep`."""
     root = Path(run_dir) / "checkpoints"
@@ -65,7 +71,7 @@ def save_checkpoint(run_dir, step: int, config: LacganConfig, modules: dict[str,
                for k, v in m.state_dict().items()}
     save_file(tensors, str(tmp / MODELS))
     torch.save(optim, tmp / OPTIM)
-    state = {"step": step, "config": config.to_dict(), "config_hash": config_hash(config),
+    state = {"step": step, "model": config.MODEL, "config": config.to_dict(), "config_hash": config_hash(config),
              "models_sha256": file_sha256(tmp / MODELS)}
     (tmp / STATE).write_text(json.dumps(state, indent=1, sort_keys=True))
     if final.exists():
@@ -99,14 +105,34 @@ def find_checkpoint(path) -> Path | None:
     return None
 
 
-def load_checkpoint(path, with_optim: bool = True, map_location="cpu") -> Checkpoint:
-    """Read a checkpoint (run dir, checkpoints dir or checkpoint dir); tensors only, no pickled code."""
+def _state(path) -> tuple[Path, dict, str]:
     ck = find_checkpoint(path)
     if ck is None:
         raise CheckpointError(f"{path}: no checkpoint here (expected checkpoints/latest or {STATE})")
     try:
         state = json.loads((ck / STATE).read_text())
-        config = LacganConfig.from_dict(state["config"])
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{ck}: unreadable checkpoint ({e})") from e
+    kind = state.get("model", "lacgan")
+    if kind not in CONFIGS:
+        raise CheckpointError(f"{ck}: unknown model kind {kind!r} (known: {sorted(CONFIGS)})")
+    return ck, state, kind
+
+
+def model_kind(path) -> str:
+    """The model kind ("lacgan", "ganimation") of a run or checkpoint directory, read from its state.json."""
+    return _state(path)[2]
+
+
+def load_checkpoint(path, with_optim: bool = True, map_location="cpu", model: str | None = None) -> Checkpoint:
+    """Read a checkpoint (run dir, checkpoints dir or checkpoint dir); tensors only, no pickled code.
+    `model` (a key of CONFIGS) refuses a checkpoint of another model kind with a clear error."""
+    ck, state, kind = _state(path)
+    if model is not None and kind != model:
+        raise CheckpointError(f"{ck}: holds a {kind} model, not {model} (load it with "
+                              f"lacgan.editors.load_editor, which picks the editor by the checkpoint's kind)")
+    try:
+        config = CONFIGS[kind].from_dict(state["config"])
         flat = load_file(str(ck / MODELS), device=str(map_location))
     except (OSError, KeyError, ValueError) as e:
         raise CheckpointError(f"{ck}: unreadable checkpoint ({e})") from e
@@ -115,11 +141,14 @@ def load_checkpoint(path, with_optim: bool = True, map_location="cpu") -> Checkp
         net, _, rest = k.partition(".")
         models.setdefault(net, {})[rest] = v
     optim = torch.load(ck / OPTIM, map_location=map_location, weights_only=True) if with_optim else None
-    return Checkpoint(ck, int(state["step"]), config, models, optim)
+    return Checkpoint(ck, int(state["step"]), config, models, optim, kind)
 
 
-def check_compatible(ck: Checkpoint, config: LacganConfig) -> None:
-    """A clear error when `config` cannot resume `ck` (a different network, loss, optimiser or data setting)."""
+def check_compatible(ck: Checkpoint, config: SectionedConfig) -> None:
+    """A clear error when `config` cannot resume `ck` (another model, network, loss, optimiser or data setting)."""
+    if ck.model != config.MODEL:
+        raise CheckpointError(f"{ck.path}: checkpoint holds a {ck.model} model, this run trains {config.MODEL} "
+                              f"(use a new --out directory)")
     a, b = resume_key(ck.config), resume_key(config)
     if a != b:
         diffs = [f"{sec}.{k}: checkpoint {a[sec][k]!r} vs now {b[sec].get(k)!r}" for sec in a if isinstance(a[sec], dict)
@@ -138,3 +167,20 @@ def load_modules(ck: Checkpoint, modules: dict[str, torch.nn.Module]) -> None:
             m.load_state_dict(ck.models[name])
         except RuntimeError as e:
             raise CheckpointError(f"{ck.path}: weights of {name!r} do not fit the network ({e})") from e
+
+
+def resume(run_dir, config: SectionedConfig, modules: dict[str, torch.nn.Module],
+           optims: dict[str, torch.optim.Optimizer], map_location="cpu") -> Checkpoint | None:
+    """Restore a run directory's latest checkpoint into `modules` and `optims` (after `check_compatible`) and set
+    torch's RNG state from it; None when the run has no checkpoint yet. Other entries of the optimizer file
+    (LAC-GAN's "scaler") are left to the caller, in `Checkpoint.optim`."""
+    ck_path = find_checkpoint(run_dir)
+    if ck_path is None:
+        return None
+    ck = load_checkpoint(ck_path, map_location=map_location)
+    check_compatible(ck, config)
+    load_modules(ck, modules)
+    for k, opt in optims.items():
+        opt.load_state_dict(ck.optim[k])
+    torch.set_rng_state(ck.optim["rng"].cpu())
+    return ck

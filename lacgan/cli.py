@@ -1,4 +1,5 @@
-"""`lacgan train` and `lacgan edit`: argument parsing only; the work is in lacgan.train and lacgan.infer."""
+"""`lacgan train` and `lacgan edit`: argument parsing only; the work is in lacgan.train, lacgan.ganimation.train
+and the editors (lacgan.editors)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,32 @@ from pathlib import Path
 import numpy as np
 
 from manifests.aus import AU_COLUMNS, N_AUS, au_index
+from pipelines.cli_data import _user_errors as user_errors  # bad input: one line naming it, exit 2
 
 
 def register(subparsers) -> None:
-    t = subparsers.add_parser("train", help="train LAC-GAN on an aligned store (resumes when --out has a checkpoint)")
+    t = subparsers.add_parser("train", help="train LAC-GAN (or GANimation) on an aligned store (resumes when --out "
+                                            "has a checkpoint)")
     t.add_argument("--store", required=True, help="aligned store (STORE.zarr from `lacgan align`)")
     t.add_argument("--out", required=True, help="run directory: checkpoints/, samples/, stats.jsonl")
+    t.add_argument("--model", choices=tuple(TRAINERS), default=None,
+                   help="model to train: lacgan, or ganimation (the peer it is compared with); "
+                        "default: the run's own when resuming, else lacgan")
     t.add_argument("--preset", choices=("demo", "paper", "smoke"), default=None,
-                   help="config preset (default: the run's own config when resuming, else demo)")
+                   help="config preset of the model (default: the run's own config when resuming, else demo)")
     t.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
     t.add_argument("--batch-size", type=int, help="batch size (overrides the preset)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--test-fold", type=int, help="fold held out from training (default 3)")
     t.add_argument("--identity", choices=("auto", "dlib", "none"), default="auto",
-                   help="identity loss (Eq. 4) network: dlib's face ResNet; auto = dlib when available")
+                   help="LAC-GAN's identity loss (Eq. 4) network: dlib's face ResNet; auto = dlib when available "
+                        "(GANimation has no identity loss)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=run_train)
 
     e = subparsers.add_parser("edit", help="edit faces of an aligned store to target AUs; writes before/after PNG")
-    e.add_argument("--checkpoint", required=True, help="run directory (latest checkpoint) or checkpoint directory")
+    e.add_argument("--checkpoint", required=True, help="LAC-GAN or GANimation run directory (latest checkpoint) "
+                                                       "or checkpoint directory")
     e.add_argument("--store", required=True, help="aligned store (STORE.zarr)")
     e.add_argument("--rows", required=True, help="comma-separated row ids, e.g. 0,1,2")
     e.add_argument("--target", required=True,
@@ -65,48 +73,82 @@ def _identity(choice: str, device):
     return identity_features(load_dlib_face_net(device=device))
 
 
-def run_train(args) -> int:
-    from lacgan.checkpoint import find_checkpoint, load_checkpoint
-    from lacgan.config import preset
-    from lacgan.data import FaceData, resolve_window
-    from lacgan.device import pick_device
+def _train_lacgan(args, cfg, data, out: Path, device, ck):
+    from lacgan.data import resolve_window
     from lacgan.networks import build_models
-    from lacgan.train import losses_summary, train
+    from lacgan.train import train
 
-    out = Path(args.out)
-    ck = find_checkpoint(out) if out.exists() else None
-    if args.preset is None and ck is not None:
-        cfg = load_checkpoint(ck, with_optim=False).config
-    else:
-        cfg = preset(args.preset or "demo")
-    changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
-                                 ("test_fold", args.test_fold)) if v is not None}
-    cfg = cfg.replace(train=changes)
-    device = pick_device(args.device)
-    data = FaceData.open(args.store, cfg.net.size, cfg.train.test_fold)
     cfg = resolve_window(cfg, data)
     models = build_models(cfg.net, cfg.train.seed)
     id_features = _identity(args.identity, device)
     print(f"lacgan train: preset {cfg.preset}, {len(data)} training faces ({cfg.net.size} px, test fold "
           f"{cfg.train.test_fold} held out), window {cfg.net.window}, device {device}, "
           f"identity loss {'on' if id_features else 'off'}")
+    _print_outputs(out, ck)
+    return train(models, data, cfg, out, id_features=id_features, device=device, progress=not args.no_progress)
+
+
+def _train_ganimation(args, cfg, data, out: Path, device, ck):
+    from lacgan.ganimation.networks import build_models
+    from lacgan.ganimation.train import train
+
+    print(f"lacgan train: GANimation preset {cfg.preset}, {len(data)} training faces ({cfg.net.size} px, test fold "
+          f"{cfg.train.test_fold} held out), generator every {cfg.optim.critic_steps} critic steps, device {device}")
+    _print_outputs(out, ck)
+    return train(build_models(cfg.net, cfg.train.seed), data, cfg, out, device=device, progress=not args.no_progress)
+
+
+def _print_outputs(out: Path, ck) -> None:
     print(f"  {'resuming from ' + str(ck) if ck else 'new run'}; checkpoints: {out / 'checkpoints'}, "
           f"samples: {out / 'samples'}, statistics: {out / 'stats.jsonl'}")
-    result = train(models, data, cfg, out, id_features=id_features, device=device, progress=not args.no_progress)
+
+
+def _preset(model: str, name: str):
+    if model == "ganimation":
+        from lacgan.ganimation.config import preset
+    else:
+        from lacgan.config import preset
+    return preset(name)
+
+
+TRAINERS = {"lacgan": _train_lacgan, "ganimation": _train_ganimation}  # --model -> its training setup
+
+
+@user_errors
+def run_train(args) -> int:
+    from lacgan.checkpoint import find_checkpoint, load_checkpoint, model_kind
+    from lacgan.data import FaceData
+    from lacgan.device import pick_device
+    from lacgan.train import losses_summary
+
+    out = Path(args.out)
+    ck = find_checkpoint(out) if out.exists() else None
+    model = args.model or (model_kind(ck) if ck is not None else "lacgan")
+    if args.preset is None and ck is not None:
+        cfg = load_checkpoint(ck, with_optim=False, model=model).config
+    else:
+        cfg = _preset(model, args.preset or "demo")
+    changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
+                                 ("test_fold", args.test_fold)) if v is not None}
+    cfg = cfg.replace(train=changes)
+    device = pick_device(args.device)
+    data = FaceData.open(args.store, cfg.net.size, cfg.train.test_fold)
+    result = TRAINERS[model](args, cfg, data, out, device, ck)
     for k, (a, b) in losses_summary(result.history).items():
         print(f"  {k:9s} first {a:.4f}  last {b:.4f}")
     print(f"done: step {result.step}, checkpoint {result.checkpoint}, grids {out / 'samples'}/fig3-latest.png")
     return 0
 
 
+@user_errors
 def run_edit(args) -> int:
-    from lacgan.infer import Editor
+    from lacgan.editors import load_editor
     from lacgan.samples import grid, save_png
     from manifests.aligned import AlignedStore
 
     rows = np.array([int(r) for r in args.rows.split(",") if r.strip()], np.int64)
     target = parse_target(args.target)
-    editor = Editor.load(args.checkpoint, args.device)
+    editor = load_editor(args.checkpoint, args.device)
     images, landmarks, _ = AlignedStore.open(args.store).read(rows)
     edited = editor.edit(images, landmarks, np.repeat(target[None], len(rows), axis=0))
     named = ",".join(f"{AU_COLUMNS[i]}={target[i]}" for i in range(N_AUS) if target[i] >= 0)

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from manifests.aus import N_AUS
 
@@ -105,15 +106,13 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
 
 
-@dataclass(frozen=True)
-class LacganConfig:
-    preset: str = "paper"  # name of the preset this config started from
-    net: NetConfig = field(default_factory=NetConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class SectionedConfig:
+    """Shared by every model's top-level config: a `preset` name plus frozen dataclass sections (the fields
+    whose default_factory is the section's class), (de)serialised as canonical JSON. `MODEL` names the model kind
+    recorded in checkpoints."""
 
-    # ---- (de)serialisation -------------------------------------------------------------------------------
+    MODEL: ClassVar[str]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -122,15 +121,15 @@ class LacganConfig:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LacganConfig":
-        return cls(preset=d["preset"], net=_build(NetConfig, d["net"]), loss=_build(LossConfig, d["loss"]),
-                   optim=_build(OptimConfig, d["optim"]), train=_build(TrainConfig, d["train"]))
+    def from_dict(cls, d: dict):
+        sections = {f.name: f.default_factory for f in dataclasses.fields(cls) if f.name != "preset"}
+        return cls(preset=d["preset"], **{name: _build(sec, d[name]) for name, sec in sections.items()})
 
     @classmethod
-    def from_json(cls, text: str) -> "LacganConfig":
+    def from_json(cls, text: str):
         return cls.from_dict(json.loads(text))
 
-    def replace(self, **sections) -> "LacganConfig":
+    def replace(self, **sections):
         """`cfg.replace(train={"steps": 10})`: a copy with fields of the named sections changed."""
         out = {}
         for name, changes in sections.items():
@@ -141,15 +140,25 @@ class LacganConfig:
         return dataclasses.replace(self, **out)
 
 
+@dataclass(frozen=True)
+class LacganConfig(SectionedConfig):
+    MODEL: ClassVar[str] = "lacgan"
+    preset: str = "paper"  # name of the preset this config started from
+    net: NetConfig = field(default_factory=NetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 # Fields that may differ between a checkpoint and the run resuming it (they change no computed value).
 RESUMABLE_TRAIN_FIELDS = ("steps", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints")
 
 
-def config_hash(cfg: LacganConfig) -> str:
+def config_hash(cfg: SectionedConfig) -> str:
     return hashlib.sha256(cfg.to_json().encode()).hexdigest()
 
 
-def resume_key(cfg: LacganConfig) -> dict:
+def resume_key(cfg: SectionedConfig) -> dict:
     """The parts of a config a resumed run must share with its checkpoint."""
     d = cfg.to_dict()
     for k in RESUMABLE_TRAIN_FIELDS:
@@ -192,8 +201,12 @@ PRESETS: dict[str, LacganConfig] = {
 }
 
 
-def preset(name: str) -> LacganConfig:
+def pick_preset(presets: dict, name: str, what: str = "preset"):
     try:
-        return PRESETS[name]
+        return presets[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(presets)}") from None
+
+
+def preset(name: str) -> LacganConfig:
+    return pick_preset(PRESETS, name)

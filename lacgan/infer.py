@@ -18,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from lacgan.checkpoint import file_sha256, load_checkpoint, load_modules, MODELS
+from lacgan.checkpoint import load_checkpoint, load_modules
 from lacgan.compose import Windows, compose, gather_windows, to_float, to_uint8
 from lacgan.config import LacganConfig, NetConfig, config_hash
 from lacgan.data import check_arrays
@@ -110,15 +111,18 @@ def _finish(out: np.ndarray, sl: slice, host: torch.Tensor, event) -> None:
 
 
 @dataclass
-class Editor:
-    G: CARGStack
-    R: LocalDiscriminator  # the local regressor: reads the sources' AUs when they are not given
-    config: LacganConfig
+class EditorBase:
+    """What every editor (lacgan.editors.GENERATORS) shares: loading a checkpoint of the subclass's model kind,
+    the config's size and hash, and the checked `edit`. A subclass is a dataclass adding its networks as fields,
+    with `MODEL`, `_networks(config)` and `_edit(...)`."""
+
+    MODEL: ClassVar[str]  # model kind, a key of lacgan.checkpoint.CONFIGS
+    uses_source_labels: ClassVar[bool] = False  # generation passes the sources' labels to `edit` when True
+
+    config: object  # the model's config (LacganConfig, GanimationConfig)
     checkpoint_sha256: str  # sha256 of the checkpoint's models.safetensors
-    path: Path
+    path: Path  # the checkpoint directory
     device: torch.device
-    loop: bool = False  # run the generator groups one at a time (G.forward_loop) instead of grouped
-    precision: str = "float32"  # "float32" or "bf16" (generator under bfloat16 autocast)
 
     @property
     def size(self) -> int:
@@ -129,22 +133,57 @@ class Editor:
         return config_hash(self.config)
 
     @property
-    def test_fold(self) -> int:
+    def test_fold(self) -> int | None:
         """The fold this model never saw in training (its subjects may be edited and scored)."""
-        return self.config.train.test_fold
+        return getattr(getattr(self.config, "train", None), "test_fold", None)
 
     @classmethod
-    def load(cls, path, device=None) -> "Editor":
-        device = device if isinstance(device, torch.device) else pick_device(device)
-        ck = load_checkpoint(path, with_optim=False)
-        G = CARGStack(ck.config.net, ck.config.net.window)
-        R = LocalDiscriminator(ck.config.net, ck.config.net.window)
-        load_modules(ck, {"G": G, "D_local": R})
-        G.to(device).eval()
-        R.to(device).eval()
-        return cls(G, R, ck.config, file_sha256(ck.path / MODELS), ck.path, device)
+    def _networks(cls, config) -> tuple[dict[str, object], dict[str, torch.nn.Module]]:
+        """({editor field: networks as the editor holds them}, {checkpoint name: module} to load)."""
+        raise NotImplementedError
 
-    uses_source_labels = True  # generation passes the sources' labels (the `difference` output needs them)
+    @classmethod
+    def load(cls, path, device=None):
+        device = device if isinstance(device, torch.device) else pick_device(device)
+        ck = load_checkpoint(path, with_optim=False, model=cls.MODEL)
+        fields, named = cls._networks(ck.config)
+        load_modules(ck, named)
+        for m in named.values():
+            m.to(device).eval()
+        return cls(config=ck.config, checkpoint_sha256=ck.sha256, path=ck.path, device=device, **fields)
+
+    def edit(self, images: np.ndarray, landmarks: np.ndarray, target_labels: np.ndarray,
+             batch_size: int = 32, source_labels: np.ndarray | None = None) -> np.ndarray:
+        """Edit to `target_labels` (-1: keep). `source_labels` (n, 12): the sources' known AU labels (-1 unknown),
+        for editors that use them (`uses_source_labels`; LAC-GAN reads them with its regressor otherwise)."""
+        images, landmarks, target_labels = np.asarray(images), np.asarray(landmarks), np.asarray(target_labels)
+        check_arrays(images, landmarks, target_labels, self.size)
+        if source_labels is not None:
+            check_arrays(images, landmarks, np.asarray(source_labels), self.size)
+        if len(images) == 0:
+            return images.copy()
+        extra = {"source_labels": source_labels} if self.uses_source_labels else {}
+        return self._edit(images, landmarks.astype(np.float32), target_labels, batch_size, **extra)
+
+    def _edit(self, images, landmarks, target_labels, batch_size) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass
+class Editor(EditorBase):
+    MODEL: ClassVar[str] = "lacgan"
+    uses_source_labels: ClassVar[bool] = True  # the `difference` output needs them
+
+    G: CARGStack = None
+    R: LocalDiscriminator = None  # the local regressor: reads the sources' AUs when they are not given
+    loop: bool = False  # run the generator groups one at a time (G.forward_loop) instead of grouped
+    precision: str = "float32"  # "float32" or "bf16" (generator under bfloat16 autocast)
+
+    @classmethod
+    def _networks(cls, config: LacganConfig):
+        G = CARGStack(config.net, config.net.window)
+        R = LocalDiscriminator(config.net, config.net.window)
+        return {"G": G, "R": R}, {"G": G, "D_local": R}
 
     def configure(self, loop: bool | None = None, precision: str | None = None) -> "Editor":
         """Change the generator path and/or precision (None keeps a setting); returns self."""
@@ -158,18 +197,9 @@ class Editor:
             self.loop = bool(loop)
         return self
 
-    def edit(self, images: np.ndarray, landmarks: np.ndarray, target_labels: np.ndarray,
-             batch_size: int = 32, source_labels: np.ndarray | None = None) -> np.ndarray:
-        """Edit to `target_labels` (-1: keep). `source_labels` (n, 12): the sources' known AU labels (-1 unknown);
-        when not given, the model's local regressor reads them from the images."""
-        images, landmarks, target_labels = np.asarray(images), np.asarray(landmarks), np.asarray(target_labels)
-        check_arrays(images, landmarks, target_labels, self.size)
-        if source_labels is not None:
-            check_arrays(images, landmarks, np.asarray(source_labels), self.size)
-        if len(images) == 0:
-            return images.copy()
-        return generate(self.G, self.config.net, images, landmarks.astype(np.float32), target_labels, self.device,
-                        source_labels, self.R, batch_size, self.loop, self.precision)
+    def _edit(self, images, landmarks, target_labels, batch_size, source_labels=None) -> np.ndarray:
+        return generate(self.G, self.config.net, images, landmarks, target_labels, self.device, source_labels,
+                        self.R, batch_size, self.loop, self.precision)
 
 
 def edit(checkpoint, images: np.ndarray, landmarks: np.ndarray, target_labels: np.ndarray,

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lacgan import stats
-from lacgan.checkpoint import check_compatible, find_checkpoint, load_checkpoint, load_modules, save_checkpoint
+from lacgan.checkpoint import resume, save_checkpoint
 from lacgan.config import LacganConfig
 from lacgan.data import FaceData, to_batch
 from lacgan.device import pick_device
@@ -71,15 +71,9 @@ def train(
     writer = stats.StatsWriter(out_dir / "stats.jsonl")
 
     start, last_ck = 0, None
-    ck_path = find_checkpoint(out_dir)
-    if ck_path is not None:
-        ck = load_checkpoint(ck_path, map_location=device)
-        check_compatible(ck, config)
-        load_modules(ck, nets)
-        for k, opt in optims.items():
-            opt.load_state_dict(ck.optim[k])
+    ck = resume(out_dir, config, nets, optims, map_location=device)
+    if ck is not None:
         scaler.load_state_dict(ck.optim["scaler"])
-        torch.set_rng_state(ck.optim["rng"].cpu())
         start, last_ck = ck.step, ck.path
         writer.truncate_after(start)
 
@@ -157,8 +151,13 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def losses_summary(history: list[dict]) -> dict[str, tuple[float, float]]:
-    """{loss: (mean of the first 10 steps, mean of the last 10)}: a compact loss-curve summary."""
-    keys = [k for k in history[0] if k != "step"] if history else []
-    head, tail = history[:10], history[-10:]
-    return {k: (float(np.mean([h[k] for h in head])), float(np.mean([h[k] for h in tail]))) for k in keys
-            if all(math.isfinite(h[k]) for h in head + tail)}
+    """{loss: (mean of its first 10 values, mean of its last 10)}: a compact loss-curve summary. A loss missing
+    from some steps (GANimation's generator trains every n-th step) is summarised over the steps that have it."""
+    keys = dict.fromkeys(k for h in history for k in h if k != "step")
+    out = {}
+    for k in keys:
+        vals = [h[k] for h in history if k in h]
+        head, tail = vals[:10], vals[-10:]
+        if all(math.isfinite(v) for v in head + tail):
+            out[k] = (float(np.mean(head)), float(np.mean(tail)))
+    return out

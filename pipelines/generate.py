@@ -1,4 +1,4 @@
-"""Sharded generation: the plan's frames, edited by LAC-GAN, written shard by shard, in this process or over Dask.
+"""Sharded generation: the plan's frames, edited by LAC-GAN or GANimation, written shard by shard, in this process or over Dask.
 
 `generate(plan, store, checkpoint, out)` splits the plan into shards of `frames_per_shard` frames and runs
 `pipelines.shard_task.generate_shard` for each one not done yet:
@@ -63,7 +63,7 @@ class GenerateConfig:
     device: str | None = None  # torch device for the workers; None = CUDA if present, else CPU
     path: str = "auto"  # "grouped", "loop" (per AU), "auto" (PATH_RULE by device) or "measure" (timed once)
     precision: str = "float32"  # "float32" or "bf16" (generator under bfloat16 autocast, where supported)
-    editor: str = DEFAULT_EDITOR  # "module:Class" with .load(path, device) and .edit(...); LAC-GAN's Editor
+    editor: str = DEFAULT_EDITOR  # "auto" (by the checkpoint's model kind) or "module:Class" with .load/.edit
 
     def __post_init__(self):
         if self.path not in ("auto", "measure", *PATHS):
@@ -108,7 +108,12 @@ def _prepare(plan_path, store_path, checkpoint, out, cfg: GenerateConfig):
     plan = validate_plan(read_plan(plan_path), str(plan_path), store_frames(store_path))
     if plan.empty:
         raise GenerationError(f"{plan_path}: the plan is empty; nothing to generate")
-    editor = load_editor(str(checkpoint), cfg.device if cfg.in_process else "cpu", cfg.editor)  # hashes, size
+    from lacgan.checkpoint import CheckpointError
+
+    try:
+        editor = load_editor(str(checkpoint), cfg.device if cfg.in_process else "cpu", cfg.editor)  # hashes, size
+    except CheckpointError as e:
+        raise GenerationError(f"{e} (editor {cfg.editor!r})") from e
     from manifests.aligned import AlignedStore
 
     size = AlignedStore.open(store_path).size
@@ -205,8 +210,12 @@ def generate(plan_path, store_path, checkpoint, out, cfg: GenerateConfig = Gener
     threads = _threads(cfg)
     jobs = [ShardJob(str(out), str(plan_path), attrs["plan_sha256"], str(store_path), str(checkpoint), k,
                      *ranges[k], cfg.batch_size, cfg.device, cfg.editor, (), threads) for k in todo]
+    try:  # a resumed run keeps the record of how its path was chosen (so generation.json stays the same)
+        recorded = json.loads((out / "generation.json").read_text()).get("path_measurement") or {}
+    except (OSError, ValueError):
+        recorded = {}
     with _Executor(cfg) as ex:
-        tuning, tune_s = {}, 0.0
+        tuning, tune_s = ({} if measure else recorded), 0.0
         if measure and jobs:
             t0 = time.perf_counter()
             candidates = {k: {**settings, **v} for k, v in PATHS.items()}

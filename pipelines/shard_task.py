@@ -29,7 +29,8 @@ from manifests.aus import AU_COLUMNS
 from pipelines import synth_store as ss
 from pipelines.plan import read_plan
 
-DEFAULT_EDITOR = "lacgan.infer:Editor"
+AUTO = "auto"  # the editor of the checkpoint's own model kind (lacgan.editors.GENERATORS)
+DEFAULT_EDITOR = AUTO
 
 
 class GenerationError(RuntimeError):
@@ -73,6 +74,10 @@ def _editor_class(spec: str):
 @functools.lru_cache(maxsize=2)
 def load_editor(checkpoint: str, device: str | None, editor: str = DEFAULT_EDITOR):
     """The editor for `checkpoint`, loaded once per process (Dask reuses worker processes across tasks)."""
+    if editor == AUTO:
+        from lacgan.editors import load_editor as by_model_kind
+
+        return by_model_kind(checkpoint, device=device)
     return _editor_class(editor).load(checkpoint, device=device)
 
 
