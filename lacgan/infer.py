@@ -40,7 +40,7 @@ def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.nda
     needs the sources' AU labels: `source_labels` (n, 12), else R's reading of them. `loop=True` runs the
     per-group reference path (same result, slower; for the benchmark)."""
     out = np.empty_like(images)
-    need_source = net.output == "difference"
+    need_source = net.output in ("difference", "warp")
     for s in range(0, len(images), batch_size):
         sl = slice(s, s + batch_size)
         src_u8 = torch.from_numpy(np.ascontiguousarray(images[sl])).to(device)
@@ -59,7 +59,7 @@ def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.nda
         run = G.forward_loop if loop else G
         dec_t = run(roi, t_eff)
         dec_s = run(roi, labels) if need_source else dec_t
-        fake, _ = draw(net.output, src, dec_t, dec_s)
+        fake, _ = draw(net.output, src, dec_t, dec_s, net.max_shift)
         composed, covered = compose(x, fake, win, G.grouping.active(t), net.composite, net.plateau_gain)
         out[sl] = to_uint8(composed, src_u8, covered).cpu().numpy()
     return out
