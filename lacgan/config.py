@@ -31,7 +31,10 @@ class NetConfig:
     generators: str = "per-au"  # "per-au": one CARG per AU (paper); "per-region": one per distinct region,
     #                             conditioned on every AU of that region (lacgan.regions.REGION_GROUPS)
     output: str = "paper"  # "paper": the decoder draws the region; "residual": source + decoder output;
-    #                        "difference": source + D(z, target) − D(z, source labels)
+    #                        "difference": source + D(z, target) − D(z, source labels); "warp": as "difference",
+    #                        and the source also moved by the decoder's displacement for the target minus the one
+    #                        for the source labels
+    max_shift: float = 4.0  # "warp": the largest displacement the decoder can ask for, in px
     composite: str = "paper"  # "paper": Eq. 2 with weights A_i (normalised where they overlap);
     #                           "plateau": weights min(1, plateau_gain·ΣA) shared in proportion to A_i
     plateau_gain: float = 3.0  # composite "plateau": the outer 1/gain of a diamond map is the feathered border
@@ -49,7 +52,7 @@ class NetConfig:
             raise ValueError(f"window {self.window} must fit inside the {self.size}-px crop")
         for name, value, allowed in (("regions", self.regions, ("reference", "wide")),
                                      ("generators", self.generators, ("per-au", "per-region")),
-                                     ("output", self.output, ("paper", "residual", "difference")),
+                                     ("output", self.output, ("paper", "residual", "difference", "warp")),
                                      ("composite", self.composite, ("paper", "plateau"))):
             if value not in allowed:
                 raise ValueError(f"NetConfig.{name} must be one of {allowed}, got {value!r}")

@@ -64,7 +64,7 @@ def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.nda
     per-group path (same result to float tolerance); `precision="bf16"` runs G under bfloat16 autocast."""
     device = torch.device(device)
     dtype = PRECISIONS[precision]
-    need_source = net.output == "difference"
+    need_source = net.output in ("difference", "warp")
     out = np.empty_like(images)
     pending = None  # (slice, host tensor, CUDA event) of the batch whose result is still being copied back
     for s in range(0, len(images), batch_size):
@@ -87,7 +87,7 @@ def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.nda
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             dec_t = run(roi, t_eff)
             dec_s = run(roi, labels) if need_source else dec_t
-        fake, _ = draw(net.output, src, dec_t.float(), dec_s.float())
+        fake, _ = draw(net.output, src, dec_t.float(), dec_s.float(), net.max_shift)
         composed, covered = compose(x, fake, win, G.grouping.active(t), net.composite, net.plateau_gain)
         result = to_uint8(composed, src_u8, covered)
         if device.type == "cuda":  # copy back without waiting; finish the previous batch meanwhile

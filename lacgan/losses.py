@@ -69,14 +69,32 @@ def latent_loss(logits: torch.Tensor, labels: torch.Tensor, confuse: bool = Fals
     return err.sum(dim=(0, 2)) / known.sum(dim=(0, 2)).clamp(min=1.0)
 
 
-def draw(output: str, source: torch.Tensor, dec_target: torch.Tensor, dec_source: torch.Tensor
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """Regions x (B, G, C, h, w) resampled at each pixel + displacement (B, G, 2, h, w) px (x, y), bilinear,
+    the window's border repeated outside it."""
+    B, G, C, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
+                            torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
+    gx = (xs + displacement[:, :, 0]) * (2 / max(w - 1, 1)) - 1
+    gy = (ys + displacement[:, :, 1]) * (2 / max(h - 1, 1)) - 1
+    grid = torch.stack([gx, gy], -1).reshape(B * G, h, w, 2)
+    out = F.grid_sample(x.reshape(B * G, C, h, w), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(B, G, C, h, w)
+
+
+def draw(output: str, source: torch.Tensor, dec_target: torch.Tensor, dec_source: torch.Tensor,
+         max_shift: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(fake, reconstruction) regions from the decoder's outputs for the target and the source labels:
 
         paper       fake = D(z, t)              reconstruction = D(z, s)
         residual    fake = X + D(z, t)          reconstruction = X + D(z, s)
         difference  fake = X + D(z, t) − D(z, s)   reconstruction = D(z, s)   (the autoencoder must rebuild X)
+        warp        fake = warp(X, max_shift·(F(z, t) − F(z, s))) + D(z, t) − D(z, s), reconstruction = D(z, s),
+                    with D the decoder's 3 image channels and F its 2 displacement channels
     """
+    if output == "warp":
+        shift = max_shift * (dec_target[:, :, 3:] - dec_source[:, :, 3:])
+        return warp(source, shift) + dec_target[:, :, :3] - dec_source[:, :, :3], dec_source[:, :, :3]
     if output == "paper":
         return dec_target, dec_source
     if output == "residual":
@@ -157,7 +175,7 @@ class LacganLoss:
         x_roi = b.win.maps[:, :, None] * source  # Eq. 1 inside the window
         targets = effective_targets(b.targets, b.labels)
         z, (dec_t, dec_s) = self.m.G.encode_decode(x_roi, [targets, b.labels])  # one decoder call, both labels
-        fake, recon = draw(self.net.output, source, dec_t, dec_s)
+        fake, recon = draw(self.net.output, source, dec_t, dec_s, self.net.max_shift)
         composed, _ = compose(b.images, fake, b.win, self.grouping.active(b.targets), self.net.composite,
                               self.net.plateau_gain)
         judged = fake if self.cfg.judge == "own" else gather_windows(composed, b.win)

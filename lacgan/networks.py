@@ -133,13 +133,14 @@ class CARGStack(nn.Module):
         if cfg.label_dim % S:
             raise ValueError(f"label_dim {cfg.label_dim} must be a multiple of {S} (AUs per generator)")
         self.window, self.z_dim, self.label_dim, self.G = tuple(window), cfg.z_dim, cfg.label_dim, G
+        self.out_ch = 5 if cfg.output == "warp" else 3  # "warp": an image and a 2-channel displacement field
         ch, k = (3, *cfg.enc_channels), cfg.kernel
         self.enc = nn.ModuleList(nn.Conv2d(G * a, G * b, k, 2, k // 2, groups=G) for a, b in zip(ch, ch[1:]))
         self.h5, self.w5 = _down(window[0], 5), _down(window[1], 5)
         flat = ch[-1] * self.h5 * self.w5
         self.enc_fc = GroupedLinear(G, flat, cfg.z_dim)
         self.dec_fc = GroupedLinear(G, cfg.z_dim + cfg.label_dim, flat)
-        rch = ch[::-1]  # c5 .. c1, 3
+        rch = (*ch[:0:-1], self.out_ch)  # c5 .. c1, output channels
         # with skips, decoder layer i (i >= 1) also reads the output of encoder layer 4 - i (its size)
         extra = [0] + [ch[5 - i] for i in range(1, 5)] if cfg.skips else [0] * 5
         self.skips = cfg.skips
@@ -170,7 +171,7 @@ class CARGStack(nn.Module):
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor, feats: list | None = None) -> torch.Tensor:
         """z (B, G, N_z), labels (B, 12) int in {1, 0, -1} (and the encoder features when the CARG has skips)
-        -> regions (B, G, 3, h, w) in [-1, 1]."""
+        -> regions (B, G, out_ch, h, w) in [-1, 1] (out_ch 3, or 5 for the "warp" output: image + displacement)."""
         B = z.shape[0]
         cond = self.condition(labels).to(z.dtype)
         h = F.relu(self.dec_fc(torch.cat([z, cond], dim=-1))).reshape(B, self.G * self.c5, self.h5, self.w5)
@@ -179,7 +180,7 @@ class CARGStack(nn.Module):
                 h = _cat_groups(h[..., : self.sizes[5 - i][0], : self.sizes[5 - i][1]], feats[4 - i], self.G)
             h = deconv(h)
             h = torch.tanh(h) if i == len(self.dec) - 1 else F.relu(h)
-        return h[..., : self.window[0], : self.window[1]].reshape(B, self.G, 3, *self.window)
+        return h[..., : self.window[0], : self.window[1]].reshape(B, self.G, self.out_ch, *self.window)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.skips:

@@ -92,13 +92,21 @@ def test_colour_jitter_varies_photometry_but_keeps_geometry():
     assert (out[:, :8] == out[:, :1, :1]).all()  # a flat border stays flat (no spatial change)
 
 
-def test_predefined_maps_follow_lacgan_regions():
+@pytest.mark.parametrize("rule_name", ["reference", "wide"])
+def test_predefined_maps_follow_lacgan_regions(rule_name):
     crop, m = 64, 16
     lm68 = _face68(crop)
-    maps = predefined_maps(to_49(lm68)[None], crop, m)
-    ref = attention_maps((lm68[None] + 0.5) * m / crop - 0.5, m)
+    maps = predefined_maps(to_49(lm68)[None], crop, m, rule_name)
+    ref = attention_maps((lm68[None] + 0.5) * m / crop - 0.5, m, rule_name)
     np.testing.assert_allclose(maps, ref, atol=1e-5)
     assert maps.shape == (1, 12, m, m) and maps.max() <= 1 and maps.min() >= 0
+
+
+def test_detector_maps_default_to_the_wide_rule():  # the trained `cpu` detectors were trained with it
+    crop, m = 64, 16
+    lm49 = to_49(_face68(crop))[None]
+    np.testing.assert_array_equal(predefined_maps(lm49, crop, m), predefined_maps(lm49, crop, m, "wide"))
+    assert not np.allclose(predefined_maps(lm49, crop, m, "reference"), predefined_maps(lm49, crop, m, "wide"))
 
 
 def test_au_weights_are_inverse_occurrence_summing_to_the_au_count():

@@ -173,3 +173,19 @@ def test_phases_compose_terms_with_their_weights(design):
         assert tot.ndim == 0 and torch.isfinite(tot)
     with pytest.raises(ValueError, match="unknown phase"):
         loss.phase("D_nope", b, g)
+
+
+def test_warp_output():
+    from lacgan.losses import draw, warp
+
+    x = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(1, 1, 2, 5, 7)
+    same = warp(x, torch.zeros(1, 1, 2, 5, 7))
+    torch.testing.assert_close(same, x)
+    shifted = warp(x, torch.cat([torch.ones(1, 1, 1, 5, 7), torch.zeros(1, 1, 1, 5, 7)], 2))  # one px to the right
+    torch.testing.assert_close(shifted[..., :-1], x[..., 1:])
+    torch.testing.assert_close(shifted[..., -1], x[..., -1])  # the border repeats
+    dec = torch.rand(1, 1, 5, 5, 7)  # image (3) + displacement (2); target == source: no change at all
+    src = torch.rand(1, 1, 3, 5, 7)
+    fake, recon = draw("warp", src, dec, dec, 4.0)
+    torch.testing.assert_close(fake, src)
+    torch.testing.assert_close(recon, dec[:, :, :3])
