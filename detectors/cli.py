@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     t.add_argument("--detector", choices=TRAINABLE, required=True)
     t.add_argument("--store", required=True, help="aligned store (STORE.zarr, from `lacgan align`)")
     t.add_argument("--out", required=True, help="folder for weights + config.json (re-run to resume jaanet)")
-    t.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="cpu: small input/channels")
+    t.add_argument("--preset", default="cpu", help="the detector's preset (jaanet: cpu, demo, paper; hogsvm: cpu, "
+                                                   "paper); cpu: small input/channels; an unknown one exits 2")
     t.add_argument("--test-fold", type=int, default=3, help="held-out fold, scored after training (default 3)")
     t.add_argument("--minutes", type=float, default=None, help="stop jaanet training after this many minutes")
     t.add_argument("--epochs", type=int, default=None, help="jaanet: override the preset's epoch count")

@@ -80,9 +80,21 @@ def detector_markdown(det: str, t: dict, paper: bool = False, cf_note: str | Non
             f"supported by the detector.{grouping}")
     if cf_note:
         note += f" Counterfactual: not available ({cf_note})."
+    note += training_note(t.get("training"))
     if published:
         note += " In parentheses: the paper's published Table 1 (BP4D; − where it reports nothing)."
     return "\n".join(lines) + note
+
+
+def training_note(training: dict | None) -> str:
+    """How far a trainable detector trained; loud when the wall-clock safety net cut it short."""
+    if not training:
+        return ""
+    done, planned = training.get("epochs_completed"), training.get("epochs")
+    if training.get("stopped_by_time_budget"):
+        return (f" **Training was stopped by its wall-clock cap after {done} of {planned} epochs**: these numbers "
+                f"depend on the machine's speed and load.")
+    return f" Trained {done} of {planned} epochs."
 
 
 def summary_markdown(t1: dict) -> str:

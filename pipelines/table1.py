@@ -129,9 +129,12 @@ def table1(scores: pd.DataFrame, supported: dict[str, list[int]], synth: pd.Data
            settings: dict | None = None) -> dict:
     """{detector: detector_table(...)} for every detector of the score table."""
     settings = settings or {}
-    return {det: detector_table(scores[scores["detector"] == det], aus, synth,
-                                (settings.get(det) or {}).get("grouping"))
-            for det, aus in supported.items()}
+    out = {}
+    for det, aus in supported.items():
+        s = settings.get(det) or {}
+        out[det] = detector_table(scores[scores["detector"] == det], aus, synth, s.get("grouping"))
+        out[det]["training"] = s.get("training")  # trainable detectors: epochs planned / done, stopped early?
+    return out
 
 
 def average_tables(tables: list[dict]) -> dict:

@@ -1,6 +1,7 @@
 """JAA-Net pieces: the 68→49 mapping, flips, losses against hand-computed values, shapes, and a train+score smoke."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -203,6 +204,7 @@ def test_train_resume_and_score_smoke(aligned_store, tmp_path):
     again = train_detector("jaanet", aligned_store, out, preset="cpu", test_fold=3, **small)  # resumes: no work
     assert again["epochs_completed"] == 1
     det = load_detector("jaanet", out)
+    assert det.settings()["training"] == {"epochs": 1, "epochs_completed": 1, "stopped_by_time_budget": False}
     fs = FrameSource.from_store(aligned_store)
     df = det.score(fs.subset(np.arange(6)))
     assert len(df) == 6 * 12 and df["score"].between(0, 1).all()
@@ -220,3 +222,21 @@ def test_bf16_scoring_stays_close_and_keeps_float32_outputs():
     assert low["au_logp"].dtype == torch.float32 and low["landmarks"].dtype == torch.float32
     p, q = ref["au_logp"][:, 1].exp(), low["au_logp"][:, 1].exp()
     assert not torch.equal(p, q) and (p - q).abs().max() < 0.05  # bf16 ran, and moved probabilities a little
+
+
+def test_a_wall_clock_cap_stops_training_and_is_recorded(aligned_store, tmp_path):
+    from detectors.base import load_detector, train_detector
+
+    torch.set_num_threads(1)
+    small = dict(epochs=3, batch_size=8, input_size=56, crop=48, unit=2)
+    summary = train_detector("jaanet", aligned_store, tmp_path / "j", preset="cpu", minutes=1e-6, **small)
+    assert summary["stopped_by_time_budget"] and summary["epochs_completed"] == 0
+    training = load_detector("jaanet", tmp_path / "j").settings()["training"]
+    assert training == {"epochs": 3, "epochs_completed": 0, "stopped_by_time_budget": True}
+
+
+def test_the_demo_preset_is_the_cpu_preset_on_a_shorter_schedule():
+    from detectors.jaanet.train import PRESETS
+
+    cpu, demo = PRESETS["cpu"], PRESETS["demo"]
+    assert demo.epochs < cpu.epochs and replace(demo, epochs=cpu.epochs, lr_step=cpu.lr_step) == cpu

@@ -248,3 +248,17 @@ def test_tables_average_over_folds(tmp_path):
     assert "averaged over 3 folds" in md.read_text()
     assert json.loads((tmp_path / "all" / "table1.json").read_text())["jaanet"]["mean"] == json.loads(
         json.dumps(avg["mean"]))
+
+
+@pytest.mark.parametrize("training, expected", [
+    ({"epochs": 10, "epochs_completed": 4, "stopped_by_time_budget": True}, "stopped by its wall-clock cap after 4 of 10"),
+    ({"epochs": 10, "epochs_completed": 10, "stopped_by_time_budget": False}, "Trained 10 of 10 epochs."),
+])
+def test_detector_tables_say_how_far_training_went(training, expected):
+    rng = np.random.default_rng(0)
+    df, synth = _scores("jaanet", list(AUS), rng)
+    t1 = table1(df, {"jaanet": list(AUS)}, synth, {"jaanet": {"training": training}})
+    assert t1["jaanet"]["training"] == training
+    assert expected in rep.detector_markdown("jaanet", t1["jaanet"])
+    plain = table1(df, {"jaanet": list(AUS)}, synth)  # no training record (e.g. OpenFace): no sentence
+    assert "epochs" not in rep.detector_markdown("jaanet", plain["jaanet"])

@@ -69,9 +69,10 @@ class JaaNetDetector:
         net.load_state_dict(load_file(str(d / WEIGHTS)))
         return cls(net.to(dev), cfg, meta, batch_size=batch_size, precision=precision)
 
-    def settings(self) -> dict:
+    def settings(self) -> dict:  # recorded beside its scores: what was trained, and how far
         out = {"config": config_json(self.cfg), "weights_sha256_16": self.meta.get("weights_sha256_16"),
-               "threshold": self.threshold, "test_fold": self.meta.get("summary", {}).get("test_fold")}
+               "threshold": self.threshold, "test_fold": self.meta.get("summary", {}).get("test_fold"),
+               "training": training_budget(self.meta.get("summary", {}), self.cfg)}
         return out if self.precision == "float32" else {**out, "precision": self.precision}
 
     @torch.no_grad()
@@ -92,3 +93,9 @@ class JaaNetDetector:
             return scores_table(np.zeros(0, np.int64), self.supported_aus, np.zeros((0, 12)), np.zeros((0, 12)))
         p = np.concatenate(probs)
         return scores_table(np.concatenate(ids), self.supported_aus, p, (p >= self.threshold).astype(np.int8))
+
+
+def training_budget(summary: dict, cfg) -> dict:
+    """Epochs planned and completed, and whether the wall-clock safety net stopped training early."""
+    return {"epochs": cfg.epochs, "epochs_completed": summary.get("epochs_completed"),
+            "stopped_by_time_budget": bool(summary.get("stopped_by_time_budget", False))}

@@ -67,6 +67,9 @@ PRESETS: dict[str, JaaNetConfig] = {
     # never looked at): the paper's lr step (6-12 epochs) gave +14 F1 over the always-present baseline, this
     # schedule +18/+25, with jitter +24/+36 (docs/detectors.md). 13.6 minutes on 2 cores for 2,560 frames.
     "cpu": JaaNetConfig(input_size=108, crop=96, unit=2, batch_size=16, epochs=18, lr_step=5, colour_jitter=0.2),
+    # The 30-minute demo's share: the `cpu` preset on a shorter schedule (10 epochs, lr × 0.3 every 3, the same
+    # number of decays), ~7.5 minutes on 2 cores for 2,560 frames. Sized by time, not tuned.
+    "demo": JaaNetConfig(input_size=108, crop=96, unit=2, batch_size=16, epochs=10, lr_step=3, colour_jitter=0.2),
 }
 
 
