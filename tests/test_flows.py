@@ -9,6 +9,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import json  # noqa: E402
+import logging  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -88,6 +89,15 @@ def test_score_flow_fails_once_when_every_openface_frame_fails(harness, tmp_path
 
 
 @pytest.mark.slow
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
     """train_lacgan (smoke) -> train_detectors (hogsvm) -> plan -> generate (Dask, 1 worker) -> score -> report,
     each as its own flow, then the published artifacts."""
@@ -97,8 +107,16 @@ def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
     from flows import augment as fl
 
     store = str(aligned_store)
-    ckpt = fl.train_lacgan(store, str(tmp_path / "lacgan"), preset="smoke")
-    dets = fl.train_detectors(store, str(tmp_path / "detectors"), {"hogsvm": {"preset": "cpu"}})
+    logged = _Collect()
+    logging.getLogger("prefect").addHandler(logged)  # what the run loggers print (the flow's console and API)
+    try:
+        ckpt = fl.train_lacgan(store, str(tmp_path / "lacgan"), preset="smoke")
+        dets = fl.train_detectors(store, str(tmp_path / "detectors"), {"hogsvm": {"preset": "cpu"}})
+    finally:
+        logging.getLogger("prefect").removeHandler(logged)
+    # the child processes' progress lines reach the flow's logs (rate and ETA, not a bar's carriage returns)
+    assert any(m.startswith("lacgan train: 20/20 (100%)") and "it/s" in m for m in logged.messages)
+    assert any(m.startswith("hogsvm: SVMs: 12/12 (100%)") for m in logged.messages)
     plan = fl.plan(store, str(tmp_path / "plan.parquet"))
     synth = fl.generate(plan, store, ckpt, str(tmp_path / "synth"), workers=1, frames_per_shard=16)
     cf = fl.counterfactual(plan, store, str(tmp_path / "counterfactual"))
