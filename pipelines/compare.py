@@ -35,7 +35,7 @@ CELLS = (("real", "Real"), ("synthetic", "Synthesis"), ("unedited", "Unedited (f
 EDITS = (("edit_success", "Edit success, changed AUs (%)", "success_changed"),
          ("off_target_flips", "Off-target flips (%)", "off_target_flips"))
 PER_AU = (("synthetic_f1", "synth. F1"), ("edit_success", "success"), ("off_target_flips", "flips"))
-FIDELITY = (  # (key, label, section of edits.json, field, digits)
+FIDELITY = (  # (key, label, section of edits.json, field, digits); identity's share is a fraction (shown in %)
     ("same_person_share", "Identity: pairs under dlib's 0.6 (%)", "identity", "same_person_share", 1),
     ("identity_distance", "Identity: mean descriptor distance", "identity", "mean_distance", 3),
     ("cf_l1_synthetic", "Counterfactual error: in-region L1, edit", "counterfactual_error", "l1_synthetic", 1),
@@ -156,7 +156,7 @@ def comparison_markdown(c: dict) -> str:
     head = lambda first: ["| " + " | ".join([first] + methods) + " |", "|" + "---|" * (1 + len(methods))]  # noqa: E731
     parts = []
     for det, nums in c["detectors"].items():
-        lines = [f"**{det}** (mean over the AUs it supports; F1 / accuracy in %)", ""] + head("")
+        lines = [f"**{det}** (mean over the AUs it supports; F1 / accuracy in %)", ""] + head("metric")
         for cell, label in CELLS:
             lines.append("| " + " | ".join([label] + [f"{_num(nums[f'{cell}_f1'][m])} / {_num(nums[f'{cell}_acc'][m])}"
                                                     for m in methods]) + " |")
@@ -167,9 +167,11 @@ def comparison_markdown(c: dict) -> str:
         parts.append("\n".join(lines))
     lines = ["**Detector-independent** (identity on the report's sampled pairs; counterfactual error over the "
              "changed-AU edits, all AUs; outside = pixels outside every AU region, mean share per frame)", ""]
-    lines += head("")
+    lines += head("metric")
     for key, label, _, _, digits in FIDELITY:
-        lines.append(f"| {label} | " + " | ".join(_num(c["fidelity"][key][m], digits) for m in methods) + " |")
+        scale = 100 if key == "same_person_share" else 1
+        lines.append(f"| {label} | " + " | ".join(_num(None if c["fidelity"][key][m] is None else
+                                                       scale * c["fidelity"][key][m], digits) for m in methods) + " |")
     parts.append("\n".join(lines))
     for det, per in c["per_au"].items():
         cols = [(k, label, m) for k, label in PER_AU for m in methods]

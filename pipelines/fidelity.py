@@ -40,7 +40,8 @@ def outside_change(store_path, synth_images, source_rows: np.ndarray, batch: int
     channel change is > 0 / > `threshold`, averaged over the frames that have outside pixels; `outside_share`:
     the mean share (%) of the crop that lies outside every region. Maps (S, S) float32: `changed` / `changed_over`,
     per pixel the share of frames (where that pixel is outside every region) in which it changed (> 0 /
-    > threshold), NaN where it never is; `mean_source`, the mean source face (uint8 (S, S, 3)) to read them on."""
+    > threshold), NaN where it never is; `mean_source`, the mean source face (uint8 (S, S, 3)) to read them on;
+    `threshold` (0-d)."""
     store = AlignedStore.open(store_path)
     size = store.size
     worst, changed = 0, 0
@@ -73,7 +74,8 @@ def outside_change(store_path, synth_images, source_rows: np.ndarray, batch: int
     with np.errstate(invalid="ignore", divide="ignore"):
         maps = {"changed": np.where(n_out > 0, n_any / n_out, np.nan).astype(np.float32),
                 "changed_over": np.where(n_out > 0, n_over / n_out, np.nan).astype(np.float32),
-                "mean_source": (face / max(len(source_rows), 1)).round().astype(np.uint8)}
+                "mean_source": (face / max(len(source_rows), 1)).round().astype(np.uint8),
+                "threshold": np.array(threshold)}
     return summary, maps
 
 

@@ -159,7 +159,8 @@ def outside_change_maps(maps: dict[str, dict], path) -> Path:
     for r, (name, m) in enumerate(maps.items()):
         _show(axes[r, 0], m["mean_source"], "mean source face" if r == 0 else None)
         axes[r, 0].set_ylabel(name, fontsize=8)
-        for c, (key, title) in enumerate((("changed", "changed > 0"), ("changed_over", "changed > 8"))):
+        over = f"changed > {int(m['threshold'])}"
+        for c, (key, title) in enumerate((("changed", "changed > 0"), ("changed_over", over))):
             im = axes[r, 1 + c].imshow(m[key], cmap=cmap, vmin=0, vmax=1)
             axes[r, 1 + c].set_xticks([])
             axes[r, 1 + c].set_yticks([])
