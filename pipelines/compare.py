@@ -29,6 +29,8 @@ from pipelines.edits import DASH, summarise
 
 log = logging.getLogger("lacgan.compare")
 
+METHODS = {"lacgan": "LAC-GAN", "ganimation": "GANimation"}  # model kind -> the name its column carries
+
 CELLS = (("real", "Real"), ("synthetic", "Synthesis"), ("unedited", "Unedited (floor)"),
          ("counterfactual", "Counterfactual (ceiling)"), ("always_present", "Always-present"),
          ("gap", "Gap (real − synthesis)"), ("edit_gain", "Edit gain (synthesis − unedited)"))
