@@ -124,13 +124,13 @@ def run_report(args) -> int:
 
 @_clear_errors
 def run_compare(args) -> int:
-    from pipelines.compare import CompareConfig, write_comparison
+    from pipelines.compare import CompareConfig, ComparisonError, write_comparison
 
     reports = {}
     for item in args.report:
         name, sep, folder = item.partition("=")
         if not sep or not name.strip() or not folder.strip():
-            raise SystemExit(f"--report: {item!r} is not NAME=REPORT_DIR (e.g. GANimation=runs/x/report_ganimation)")
+            raise ComparisonError(f"--report: {item!r} is not NAME=REPORT_DIR (e.g. GANimation=runs/x/report_ganimation)")
         reports[name.strip()] = folder.strip()
     path = write_comparison(reports, args.out, CompareConfig(grid_faces=args.faces))
     print(f"comparison: {path}")

@@ -205,8 +205,12 @@ def write_comparison(reports: dict, out_dir, cfg: CompareConfig = CompareConfig(
 
     maps = {}
     for m, r in records.items():
-        with np.load(r["dir"] / OUTSIDE_MAPS) as z:
-            maps[m] = {k: z[k] for k in z.files}
+        try:
+            with np.load(r["dir"] / OUTSIDE_MAPS) as z:
+                maps[m] = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise ComparisonError(f"{r['dir'] / OUTSIDE_MAPS}: unreadable ({e}); re-run `lacgan report` for "
+                                  f"{m}") from None
     figs = [figures.outside_change_maps(maps, out_dir / "figures" / "outside_change.png")]
     first = next(iter(records.values()))
     editors = {m: load_editor(r["generation"]["checkpoint"], None,

@@ -141,3 +141,15 @@ def test_reports_of_other_plans_are_refused(compared, tmp_path):
         cmp.write_comparison({"LAC-GAN": reports["LAC-GAN"], "other": other}, tmp_path / "c")
     with pytest.raises(cmp.ComparisonError, match="unreadable"):
         cmp.write_comparison({"LAC-GAN": reports["LAC-GAN"], "none": tmp_path / "nothing"}, tmp_path / "c")
+
+
+def test_compare_cli_bad_input_is_one_line(compared, tmp_path, capsys):
+    from flows.cli import main
+
+    tmp, reports, _ = compared
+    assert main(["compare", "--report", f"LAC-GAN={reports['LAC-GAN']}", "--report", "nonsense",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "is not NAME=REPORT_DIR" in capsys.readouterr().err
+    assert main(["compare", "--report", f"LAC-GAN={reports['LAC-GAN']}", "--report", f"x={tmp_path}",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "report.json: unreadable" in capsys.readouterr().err
