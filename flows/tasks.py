@@ -65,10 +65,11 @@ def align(manifest: str, store: str, size: int) -> str:
 
 # ---- training ----------------------------------------------------------------------------------------------
 @task(**SUBPROCESS_RETRIES)
-def train_lacgan(store: str, run_dir: str, preset: str, steps: int | None = None, test_fold: int = 3) -> str:
-    """LAC-GAN training in a child process (resumes from the run directory's latest checkpoint)."""
-    args = ["train", "--store", store, "--out", run_dir, "--preset", preset, "--test-fold", str(test_fold),
-            "--progress", "log"]
+def train_generator(store: str, run_dir: str, preset: str, steps: int | None = None, test_fold: int = 3,
+                    model: str = "lacgan") -> str:
+    """LAC-GAN (or GANimation, `model`) training in a child process (resumes from the run's latest checkpoint)."""
+    args = ["train", "--model", model, "--store", store, "--out", run_dir, "--preset", preset, "--test-fold",
+            str(test_fold), "--progress", "log"]
     run_cli(args + (["--steps", str(steps)] if steps else []))
     return run_dir
 
@@ -164,6 +165,16 @@ def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None
     return str(write_report(scores, synth, store, out, ReportConfig(checkpoint=checkpoint,
                                                                     identity_pairs=identity_pairs),
                             counterfactual=counterfactual))
+
+
+@task(**IO_RETRIES)
+def compare(reports: dict[str, str], out: str) -> str:
+    """The side-by-side page of per-method report folders ({method: folder}), published as an artifact."""
+    from pipelines.compare import write_comparison
+
+    md = write_comparison(reports, out)
+    create_markdown_artifact(key="comparison", markdown=md.read_text(), description=f"{' vs '.join(reports)}: {md}")
+    return str(md)
 
 
 @task(**IO_RETRIES)
