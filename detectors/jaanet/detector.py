@@ -17,7 +17,7 @@ from detectors.base import scores_table
 from detectors.frames import FrameSource
 from detectors.jaanet import data
 from detectors.jaanet.model import JaaNet
-from detectors.jaanet.train import JaaNetConfig, config_from_json, config_json
+from detectors.jaanet.config import JaaNetConfig, config_from_json, config_json
 from lacgan.device import pick_device
 from manifests.aus import AUS
 
@@ -63,7 +63,7 @@ class JaaNetDetector:
         meta = json.loads((d / CONFIG).read_text())
         if meta.get("detector") != "jaanet":
             raise ValueError(f"{d / CONFIG}: written for detector {meta.get('detector')!r}, not jaanet")
-        cfg = config_from_json(meta["config"])
+        cfg = config_from_json(meta["config"], str(d / CONFIG))
         dev = pick_device(device or cfg.device)
         net = JaaNet(crop=cfg.crop, unit=cfg.unit)
         net.load_state_dict(load_file(str(d / WEIGHTS)))

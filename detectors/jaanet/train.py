@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,52 +29,14 @@ import torch
 from tqdm import tqdm
 
 from detectors.jaanet import data
+from detectors.jaanet.config import PRESETS, JaaNetConfig, lr_at
+from detectors.jaanet.detector import JaaNetDetector, save_weights
 from detectors.jaanet.landmarks import interocular, to_49
 from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
                                      landmark_loss)
 from detectors.jaanet.model import JaaNet
 from lacgan.device import pick_device
 from manifests.aligned import AlignedStore
-
-
-@dataclass(frozen=True)
-class JaaNetConfig:
-    input_size: int = 200  # faces resized to this before cropping (paper: 200)
-    crop: int = 176  # random crop for training, centre crop for testing (paper: 176)
-    unit: int = 8  # channel unit; widths are multiples of it (reference code: 8)
-    batch_size: int = 8  # paper/reference: 8
-    epochs: int = 12  # reference: 12
-    lr: float = 0.01  # initial SGD learning rate
-    lr_gamma: float = 0.3  # lr × 0.3 ...
-    lr_step: int = 2  # ... every 2 epochs
-    momentum: float = 0.9  # Nesterov momentum
-    weight_decay: float = 5e-4
-    lambda_au: float = 1.0  # AU loss (softmax + Dice) weight
-    lambda_land: float = 0.5  # landmark loss weight
-    lambda_refine: float = 2e-4  # attention refinement weight, divided by refine_lr_mult in the total loss
-    refine_lr_mult: float = 2.0  # the refine module learns at 2× the base lr
-    flip: bool = True  # random mirrors in training
-    colour_jitter: float = 0.0  # photometric augmentation strength (data.colour_jitter); not in the paper
-    seed: int = 0
-    device: str = "auto"  # lacgan.device.pick_device
-
-
-PRESETS: dict[str, JaaNetConfig] = {
-    "paper": JaaNetConfig(),
-    # CPU: 108-px faces cropped to 96 (the paper's 0.88 crop ratio), a quarter of the channels, batch 16, and a
-    # schedule stretched for ~3,000 steps instead of the paper's ~10^5: 18 epochs, lr × 0.3 every 5, colour
-    # jitter 0.2. Chosen on development splits of the cohort's folds 1-2 (6 subjects train, 2 validate; fold 3
-    # never looked at): the paper's lr step (6-12 epochs) gave +14 F1 over the always-present baseline, this
-    # schedule +18/+25, with jitter +24/+36 (docs/detectors.md). 13.6 minutes on 2 cores for 2,560 frames.
-    "cpu": JaaNetConfig(input_size=108, crop=96, unit=2, batch_size=16, epochs=18, lr_step=5, colour_jitter=0.2),
-    # The 30-minute demo's share: the `cpu` preset on a shorter schedule (10 epochs, lr × 0.3 every 3, the same
-    # number of decays), ~7.5 minutes on 2 cores for 2,560 frames. Sized by time, not tuned.
-    "demo": JaaNetConfig(input_size=108, crop=96, unit=2, batch_size=16, epochs=10, lr_step=3, colour_jitter=0.2),
-}
-
-
-def lr_at(cfg: JaaNetConfig, epoch: int) -> float:
-    return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step)
 
 
 def build_optimizer(net: JaaNet, cfg: JaaNetConfig) -> torch.optim.SGD:
@@ -145,8 +107,6 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
     """Train on every fold but `test_fold` (plus `extra` frames, same budget: module doc), stop after `minutes`
     of training if given; save; score the held-out fold. `overrides` replace JaaNetConfig fields of the preset
     (e.g. epochs=1)."""
-    from detectors.jaanet.detector import JaaNetDetector, save_weights
-
     if preset not in PRESETS:
         raise KeyError(f"unknown JAA-Net preset {preset!r}; choose one of {sorted(PRESETS)}")
     cfg = replace(PRESETS[preset], **overrides)
@@ -242,10 +202,3 @@ def _evaluate(detector, store_path, test_fold: int) -> dict:
     table = au_metrics(frames.labels, detector.score(frames), detector.supported_aus, frames.frame_ids)
     return {"metrics": table.to_dict(orient="records")}
 
-
-def config_from_json(d: dict) -> JaaNetConfig:
-    return JaaNetConfig(**{k: v for k, v in d.items() if k in JaaNetConfig.__dataclass_fields__})
-
-
-def config_json(cfg: JaaNetConfig) -> dict:
-    return asdict(cfg)
