@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from lacgan.atomic import write_text
 from lacgan.config import LacganConfig, SectionedConfig, config_hash, resume_key
 from lacgan.ganimation.config import GanimationConfig
 
@@ -84,9 +85,7 @@ def save_checkpoint(run_dir, step: int, config: SectionedConfig, modules: dict[s
 
 
 def _write_latest(root: Path, name: str) -> None:
-    tmp = root / (LATEST + ".tmp")
-    tmp.write_text(name + "\n")
-    os.replace(tmp, root / LATEST)
+    write_text(root / LATEST, name + "\n")
 
 
 def find_checkpoint(path) -> Path | None:

@@ -19,7 +19,6 @@ the frames actually trained on.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from detectors.jaanet.landmarks import interocular, to_49
 from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
                                      landmark_loss)
 from detectors.jaanet.model import JaaNet
+from lacgan.atomic import replacing
 from lacgan.device import pick_device
 from manifests.aligned import AlignedStore
 
@@ -78,28 +78,21 @@ def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extr
             "store": str(store.path), "extra": [[e.frames.name, len(e.frames)] for e in extra]}
     if path.exists() and key.exists() and json.loads(key.read_text()) == want:
         return np.load(path, mmap_mode="r")
-    tmp = out_dir / "train_cache.tmp.npy"
     n = len(rows) + sum(len(e.frames) for e in extra)
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-    step = 256
-    for i in tqdm(range(0, len(rows), step), desc="jaanet: caching training crops", leave=False):
-        arr[i:min(i + step, len(rows))] = data.resize_images(store.read(rows[i:i + step])[0], size)
-    i = len(rows)
-    for e in extra:
-        for _, im in tqdm(e.frames.batches(step), desc="jaanet: caching extra crops", leave=False):
-            arr[i:i + len(im)] = data.resize_images(im, size)
-            i += len(im)
-    arr.flush()
-    del arr
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        step = 256
+        for i in tqdm(range(0, len(rows), step), desc="jaanet: caching training crops", leave=False):
+            arr[i:min(i + step, len(rows))] = data.resize_images(store.read(rows[i:i + step])[0], size)
+        i = len(rows)
+        for e in extra:
+            for _, im in tqdm(e.frames.batches(step), desc="jaanet: caching extra crops", leave=False):
+                arr[i:i + len(im)] = data.resize_images(im, size)
+                i += len(im)
+        arr.flush()
+        del arr
     key.write_text(json.dumps(want))
     return np.load(path, mmap_mode="r")
-
-
-def _atomic_torch_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, minutes: float | None = None,
@@ -174,8 +167,9 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
         if stopped:
             break
         completed = epoch + 1
-        _atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": completed,
-                            "config": json.dumps(asdict(cfg), sort_keys=True)}, ckpt)
+        with replacing(ckpt) as tmp:
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": completed,
+                        "config": json.dumps(asdict(cfg), sort_keys=True)}, tmp)
         progress.write_text(json.dumps({"minutes": spent_before + (time.time() - t0) / 60}))
     train_minutes = spent_before + (time.time() - t0) / 60
 
