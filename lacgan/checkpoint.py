@@ -55,6 +55,9 @@ class CorruptCheckpointError(CheckpointError):
         super().__init__(f"{file}: {problem}; {_advice(file.parent)}")
         self.file, self.problem = file, problem
 
+    def __reduce__(self):  # pickled back from worker processes (Dask) with its own arguments
+        return type(self), (self.file, self.problem)
+
 
 @dataclass
 class Checkpoint:
@@ -188,7 +191,7 @@ def _advice(ck: Path) -> str:
     """What to do about a corrupt checkpoint `ck`: the run's other checkpoints, and resuming."""
     others = sorted((p.name for p in ck.parent.glob("step-*") if p.is_dir() and p != ck), reverse=True)
     if not others:
-        return f"the run has no other checkpoint: delete {ck.parent} and train again (`lacgan train`)"
+        return f"the run has no other checkpoint: delete {ck} and train again (`lacgan train`)"
     return (f"use an older checkpoint of the run ({', '.join(others)} in {ck.parent}), or re-run `lacgan train` on "
             f"the run directory: it resumes from the newest good checkpoint")
 
@@ -241,7 +244,9 @@ def newest_good_checkpoint(run_dir, map_location="cpu") -> Checkpoint | None:
     root = Path(run_dir) / "checkpoints"
     candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True) if root.is_dir() else []
     if not candidates:
-        find_checkpoint(run_dir)  # a `latest` naming a missing directory still fails clearly
+        if (root / LATEST).exists():
+            log.warning("%s names %s, which is gone, and no checkpoint is left: training from step 0",
+                        root / LATEST, (root / LATEST).read_text().strip())
         return None
     bad: list[tuple[Path, CorruptCheckpointError]] = []
     for path in candidates:
@@ -255,8 +260,9 @@ def newest_good_checkpoint(run_dir, map_location="cpu") -> Checkpoint | None:
                               + "; ".join(f"{e.file.relative_to(root)}: {e.problem}" for _, e in bad)
                               + f"); delete {root} to train this run from step 0, or use a new --out")
     for path, e in bad:
-        aside = root / f"{CORRUPT_PREFIX}{path.name}"
-        shutil.rmtree(aside, ignore_errors=True)
+        aside, k = root / f"{CORRUPT_PREFIX}{path.name}", 1
+        while aside.exists():  # one moved aside before: keep both
+            aside, k = root / f"{CORRUPT_PREFIX}{path.name}.{k}", k + 1
         os.replace(path, aside)
         log.warning("checkpoint %s is corrupt (%s: %s); moved aside to %s; resuming from %s, the newest good "
                     "checkpoint", path, e.file.name, e.problem, aside.name, ck.path)

@@ -127,3 +127,20 @@ def test_train_with_no_good_checkpoint_stops_in_one_line_and_moves_nothing(run, 
     assert len(lines) == 1 and lines[0].startswith(f"lacgan train: error: {run / 'checkpoints'}: no good checkpoint")
     assert f"{STEP2}/{ckpt.MODELS}: corrupt" in lines[0] and f"{STEP4}/{ckpt.MODELS}: corrupt" in lines[0]
     assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+
+def test_following_the_advice_for_a_run_with_one_corrupt_checkpoint(run, store, tmp_path, capsys, caplog):
+    kind = ckpt.model_kind(run)
+    shutil.rmtree(run / "checkpoints" / STEP2)
+    only = run / "checkpoints" / STEP4
+    _truncate(only / ckpt.MODELS)
+    rc = main(["edit", "--checkpoint", str(run), "--store", str(store), "--rows", "0", "--target", "AU12=1",
+               "--out", str(tmp_path / "e.png"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"the run has no other checkpoint: delete {only} and train again" in err
+    shutil.rmtree(only)  # as told; `latest` still names it
+    with caplog.at_level(logging.WARNING, logger="lacgan.checkpoint"):
+        assert _train(store, run, 2, kind, ("--preset", "smoke")) == 0
+    assert any("which is gone" in r.getMessage() for r in caplog.records)
+    assert ckpt.load_checkpoint(run).step == 2 and "new run" in capsys.readouterr().out
