@@ -108,3 +108,20 @@ def test_detect_score_openface_crashing_on_one_sequence_counts_it(aligned_store,
     assert rc == 0 and crashed.sum() == len(groups[1]) < len(crashed)
     assert f"({len(groups[1])} of {len(crashed)} frames failed: {len(groups[1])} openface: killed by signal SIGSEGV" \
         in capsys.readouterr().out
+
+
+def test_detect_score_jaanet_config_with_an_unknown_field_is_one_line(aligned_store, tmp_path, capsys):
+    import json
+
+    from detectors.jaanet.config import PRESETS, config_json
+
+    weights = tmp_path / "jaanet"
+    weights.mkdir()
+    (weights / "jaanet.safetensors").write_bytes(b"")  # never read: the config is refused first
+    cfg = {**config_json(PRESETS["cpu"]), "lr_gama": 0.1}
+    (weights / "config.json").write_text(json.dumps({"detector": "jaanet", "config": cfg}))
+    rc = main(["detect", "score", "--detector", "jaanet", "--weights", str(weights), "--store", str(aligned_store),
+               "--out", str(tmp_path / "s.parquet")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and not (tmp_path / "s.parquet").exists()
+    assert err[0].startswith(f"error: {weights / 'config.json'}: unknown JaaNetConfig fields ['lr_gama']")
