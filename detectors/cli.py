@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     t.add_argument("--test-fold", type=int, default=3, help="held-out fold, scored after training (default 3)")
     t.add_argument("--minutes", type=float, default=None, help="stop jaanet training after this many minutes")
     t.add_argument("--epochs", type=int, default=None, help="jaanet: override the preset's epoch count")
+    t.add_argument("--progress", choices=("bar", "log", "off"), default="bar",
+                   help="bar: progress bars; log: a line with rate and ETA every 15 s (what the flow uses); off")
     t.set_defaults(func=_clean_errors(_train))
 
     s = sub.add_parser("score", help="score frames of an aligned store; writes a Parquet score table")
@@ -73,7 +75,7 @@ def _train(args) -> int:
 
     kw = {} if args.epochs is None else {"epochs": args.epochs}
     summary = train_detector(args.detector, args.store, args.out, preset=args.preset, test_fold=args.test_fold,
-                             minutes=args.minutes, **kw)
+                             minutes=args.minutes, progress=args.progress, **kw)
     print(f"{args.detector}: trained on {summary['train_frames']} frames in {summary['train_minutes']} min; "
           f"weights in {args.out}")
     if "metrics" in summary.get("held_out", {}):

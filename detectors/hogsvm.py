@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 from skimage.feature import hog
 from sklearn.svm import LinearSVC
-from tqdm import tqdm
 
 from detectors.base import scores_table
 from detectors.frames import FrameSource
 from lacgan.atomic import replacing, write_text
+from lacgan.progress import progress as show_progress
 from manifests.aus import AUS
 
 WEIGHTS, CONFIG = "hogsvm.npz", "config.json"
@@ -73,9 +73,10 @@ def normalise_by_sequence(feats: np.ndarray, sequences: np.ndarray) -> np.ndarra
     return out
 
 
-def extract(frames: FrameSource, cfg: HogSvmConfig, batch: int = 256, desc: str = "hogsvm: HOG") -> np.ndarray:
-    chunks = [hog_features(im, cfg) for _, im in tqdm(frames.batches(batch), total=-(-len(frames) // batch),
-                                                        desc=desc, leave=False)]
+def extract(frames: FrameSource, cfg: HogSvmConfig, batch: int = 256, desc: str = "hogsvm: HOG",
+            progress: bool | str = True) -> np.ndarray:
+    chunks = [hog_features(im, cfg) for _, im in show_progress(frames.batches(batch), total=-(-len(frames) // batch),
+                                                                 desc=desc, mode=progress, leave=False)]
     feats = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     if cfg.normalise == "sequence":
         feats = normalise_by_sequence(feats, frames.sequences)
@@ -136,14 +137,14 @@ class HogSvmDetector:
         return scores_table(frames.frame_ids, self.supported_aus, 1 / (1 + np.exp(-m)), (m > 0).astype(np.int8))
 
 
-def fit_svms(feats: np.ndarray, labels: np.ndarray, cfg: HogSvmConfig, seed: int = 0):
+def fit_svms(feats: np.ndarray, labels: np.ndarray, cfg: HogSvmConfig, seed: int = 0, progress: bool | str = True):
     """Standardise, then one balanced LinearSVC per AU with both classes among its known labels.
     Returns (aus, coef (k, D), intercept (k,), mean, scale)."""
     mean = feats.mean(0)
     scale = feats.std(0) + 1e-6
     x = (feats - mean) / scale
     aus, coef, icpt = [], [], []
-    for j, au in enumerate(tqdm(AUS, desc="hogsvm: SVMs", leave=False)):
+    for j, au in enumerate(show_progress(AUS, total=len(AUS), desc="hogsvm: SVMs", mode=progress, leave=False)):
         keep = labels[:, j] != -1
         y = labels[keep, j]
         if len(np.unique(y)) < 2:
@@ -158,9 +159,9 @@ def fit_svms(feats: np.ndarray, labels: np.ndarray, cfg: HogSvmConfig, seed: int
 
 
 def train_hogsvm(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, minutes: float | None = None,
-                 extra=None, seed: int = 0, **overrides) -> dict:
+                 extra=None, seed: int = 0, progress: bool | str = True, **overrides) -> dict:
     """Fit on every fold but `test_fold`, plus the `extra` frames (detectors.frames.ExtraFrames) when given; save;
-    report held-out metrics. `seed` seeds LinearSVC. (`minutes` is accepted for CLI symmetry; fitting is one pass
+    report held-out metrics. `seed` seeds LinearSVC; `progress` is a lacgan.progress mode. (`minutes` is accepted for CLI symmetry; fitting is one pass
     and is not cut short.)"""
     from detectors.metrics import au_metrics
 
@@ -173,11 +174,11 @@ def train_hogsvm(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
     train = frames.subset(folds != test_fold)
     if not len(train):
         raise ValueError(f"{store_path}: no aligned frames outside test fold {test_fold}")
-    feats, labels = extract(train, cfg), train.labels
+    feats, labels = extract(train, cfg, progress=progress), train.labels
     for more in extra or ():
-        feats = np.concatenate([feats, extract(more.frames, cfg, desc="hogsvm: HOG (extra)")])
+        feats = np.concatenate([feats, extract(more.frames, cfg, desc="hogsvm: HOG (extra)", progress=progress)])
         labels = np.concatenate([labels, more.frames.labels])
-    aus, coef, icpt, mean, scale = fit_svms(feats, labels, cfg, seed)
+    aus, coef, icpt, mean, scale = fit_svms(feats, labels, cfg, seed, progress)
     det = HogSvmDetector(cfg, aus, coef, icpt, mean, scale)
     summary = {"preset": preset, "test_fold": test_fold, "train_frames": int(len(train)), "seed": seed,
                "extra_frames": int(len(labels) - len(train)), "train_minutes": round((time.time() - t0) / 60, 2)}

@@ -4,6 +4,8 @@
                                             -> counterfactual (cohort only) -> score -> report (Table 1)
                                             -> training set + payoff (hogsvm)
     augment(out, preset="bp4d", bp4d_root=...)   the same on a BP4D tree with the paper presets
+    augment(out, preset="demo", baseline="ganimation")   and GANimation through the same steps (its own run,
+                                            synthetic store, scores, report), then LAC-GAN vs GANimation
 
 Every step writes under `out` (layout in `Layout`) and resumes, so re-running the flow after an interruption
 continues where it stopped. The Dask client for generation runs inside one task (not a DaskTaskRunner:
@@ -20,6 +22,7 @@ from prefect import flow
 
 from detectors.openface_config import Grouping, OpenFaceConfig, optional_settings
 from flows import tasks as t
+from pipelines.compare import METHODS
 
 OPENFACE = OpenFaceConfig()  # defaults of the OpenFace parameters below (configured in detectors/openface_config)
 
@@ -36,6 +39,7 @@ class AugmentPreset:
     test_fold: int = 3  # JAA-Net protocol: train on folds 1-2, test on fold 3
     source: str = "random"  # plan sources: any other frame of the subject, or "neutral" (its least expressive)
     payoff: tuple[str, ...] = ()  # detectors whose training-set payoff is measured (empty: no training set)
+    baselines: dict = field(default_factory=dict)  # baseline model -> its preset, for `baseline=` (e.g. ganimation)
 
 
 PRESETS: dict[str, AugmentPreset] = {
@@ -46,16 +50,17 @@ PRESETS: dict[str, AugmentPreset] = {
         size=64, lacgan_preset="demo", lacgan_steps=None,
         detectors={"jaanet": {"preset": "demo", "minutes": 20.0}, "hogsvm": {"preset": "cpu"}},
         cohort=dict(subjects=12, tasks=8, frames=40, size=160), frames_per_shard=64, identity_pairs=32,
-        source="neutral", payoff=("hogsvm",)),
+        source="neutral", payoff=("hogsvm",), baselines={"ganimation": "demo"}),
     # BP4D with the paper's sizes and schedules (GPU recommended).
     "bp4d": AugmentPreset(
         size=200, lacgan_preset="paper", lacgan_steps=None,
         detectors={"jaanet": {"preset": "paper"}, "hogsvm": {"preset": "paper"}},
-        frames_per_shard=256, identity_pairs=500),
+        frames_per_shard=256, identity_pairs=500, baselines={"ganimation": "paper"}),
     # Tests: the smallest end-to-end run.
     "smoke": AugmentPreset(
         size=64, lacgan_preset="smoke", lacgan_steps=None, detectors={"hogsvm": {"preset": "cpu"}},
-        cohort=dict(subjects=6, tasks=2, frames=12, size=160), frames_per_shard=16, identity_pairs=4),
+        cohort=dict(subjects=6, tasks=2, frames=12, size=160), frames_per_shard=16, identity_pairs=4,
+        baselines={"ganimation": "smoke"}),
 }
 
 
@@ -82,11 +87,31 @@ class Layout:
                                             "plan.parquet", "synthetic", "counterfactual", "scores.parquet",
                                             "report", "trainset")))
 
+    def baseline(self, name: str) -> "BaselineLayout":
+        return BaselineLayout.under(Path(self.plan).parent, name)
+
+
+@dataclass(frozen=True)
+class BaselineLayout:
+    """Where a baseline's steps write (beside LAC-GAN's, under the same output folder)."""
+
+    run: str  # its run directory, e.g. ganimation/
+    synth: str  # its synthetic store of the same plan, e.g. synthetic_ganimation/
+    scores: str  # its score table (the same detectors)
+    report: str  # its own report folder
+    comparison: str  # LAC-GAN vs the baseline, side by side
+
+    @classmethod
+    def under(cls, out, name: str) -> "BaselineLayout":
+        out = Path(out)
+        return cls(*(str(out / n) for n in (name, f"synthetic_{name}", f"scores_{name}.parquet", f"report_{name}",
+                                            f"comparison_{name}")))
+
 
 # ---- step flows ----------------------------------------------------------------------------------------
 @flow(name="train_lacgan")
 def train_lacgan(store: str, run_dir: str, preset: str = "demo", steps: int | None = None, test_fold: int = 3) -> str:
-    return t.train_lacgan(store, run_dir, preset, steps, test_fold)
+    return t.train_generator(store, run_dir, preset, steps, test_fold)
 
 
 @flow(name="train_detectors")
@@ -133,6 +158,12 @@ def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None
     return md
 
 
+@flow(name="compare")
+def compare(reports: dict[str, str], out: str) -> str:
+    """Report folders {method: folder} of the same plan and detectors side by side; returns comparison.md."""
+    return t.compare(reports, out)
+
+
 @flow(name="trainset")
 def trainset(store: str, checkpoint: str, out: str, detectors: tuple[str, ...] = ("hogsvm",), test_fold: int = 3,
              workers: int = 2, scheduler: str | None = None) -> str:
@@ -146,19 +177,23 @@ def trainset(store: str, checkpoint: str, out: str, detectors: tuple[str, ...] =
 def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str | None = None, workers: int = 2,
             scheduler: str | None = None, openface_bin: str | None = None, openface_model: str | None = OPENFACE.model,
             openface_grouping: Grouping = OPENFACE.grouping, openface_timeout: float = OPENFACE.timeout,
-            folds: Literal["test", "all"] = "test") -> str:
+            folds: Literal["test", "all"] = "test", baseline: Literal["ganimation"] | None = None) -> str:
     """The whole job; returns the path of the report's report.md. `openface_bin`: also score with the user's
     OpenFace 2.x (FeatureExtraction, or the folder of its executables; the project never builds it), real and
     synthetic frames alike, with `-mloc openface_model`, `openface_grouping` ("sequence", "static", or "frame":
     FaceLandmarkImg, every frame alone) and `openface_timeout` seconds per OpenFace call. `folds`: "test" holds
     out the preset's test fold; "all" runs the job once per fold (models trained on the other two, under
-    OUT/fold-K/) and averages Table 1 over the three folds into OUT/report (3x the cost)."""
+    OUT/fold-K/) and averages Table 1 over the three folds into OUT/report (3x the cost). `baseline`: also train
+    that peer (GANimation, at the preset's `baselines` preset) on the same store and folds, generate the same plan
+    with it, score and report it, and write LAC-GAN vs it side by side (OUT/comparison_NAME; per fold with "all")."""
     if preset not in PRESETS:
         raise ValueError(f"unknown augment preset {preset!r}; choose one of {sorted(PRESETS)}")
     if folds not in ("test", "all"):
         raise ValueError(f"folds must be 'test' or 'all', got {folds!r}")
     openface = optional_settings(openface_bin, openface_model, openface_grouping, openface_timeout)  # check now
     p, lay = PRESETS[preset], Layout.under(out)
+    if baseline is not None and baseline not in p.baselines:
+        raise ValueError(f"preset {preset!r} has no baseline {baseline!r}; choose one of {sorted(p.baselines)}")
     Path(out).mkdir(parents=True, exist_ok=True)
     if bp4d_root:
         manifest = t.ingest_bp4d(bp4d_root, lay.manifest)
@@ -168,8 +203,8 @@ def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str
         raise ValueError(f"preset {preset!r} needs bp4d_root (the root of a BP4D tree)")
     store = t.align(manifest, lay.store, p.size)
     if folds == "test":
-        return _one_fold(p, lay, store, p.test_fold, workers, scheduler, openface)
-    reports = [_one_fold(p, Layout.under(Path(out) / f"fold-{k}"), store, k, workers, scheduler, openface)
+        return _one_fold(p, lay, store, p.test_fold, workers, scheduler, openface, baseline)
+    reports = [_one_fold(p, Layout.under(Path(out) / f"fold-{k}"), store, k, workers, scheduler, openface, baseline)
                for k in FOLDS]
     return t.fold_report([str(Path(r).parent) for r in reports], lay.report, bool(bp4d_root))
 
@@ -178,9 +213,10 @@ FOLDS = (1, 2, 3)  # JAA-Net's three subject folds (manifests.folds)
 
 
 def _one_fold(p: AugmentPreset, lay: Layout, store: str, test_fold: int, workers: int, scheduler: str | None,
-              openface: dict | None) -> str:
-    """Train on every fold but `test_fold`, plan, generate, draw the counterfactuals, score, report."""
-    gan = t.train_lacgan(store, lay.lacgan, p.lacgan_preset, p.lacgan_steps, test_fold)
+              openface: dict | None, baseline: str | None = None) -> str:
+    """Train on every fold but `test_fold`, plan, generate, draw the counterfactuals, score, report; then the
+    baseline, if any, through the same steps, and the comparison."""
+    gan = t.train_generator(store, lay.lacgan, p.lacgan_preset, p.lacgan_steps, test_fold)
     dets = train_detectors(store, lay.detectors, p.detectors, test_fold)
     plan_path = t.make_plan(store, lay.plan, "match-test", test_fold, source=p.source)
     synth = t.generate(plan_path, store, gan, lay.synth, workers, scheduler, p.frames_per_shard)
@@ -189,4 +225,12 @@ def _one_fold(p: AugmentPreset, lay: Layout, store: str, test_fold: int, workers
     md = report(scores, synth, store, lay.report, gan, p.identity_pairs, cf)
     if p.payoff:  # the second product: a balanced training set and what it buys a detector
         trainset(store, gan, lay.trainset, p.payoff, test_fold, workers, scheduler)
+    if baseline:  # the same store, folds, plan, detectors and counterfactual set; its own outputs
+        b = lay.baseline(baseline)
+        run = t.train_generator.with_options(name=f"train_{baseline}")(store, b.run, p.baselines[baseline], None,
+                                                                       test_fold, model=baseline)
+        synth_b = t.generate(plan_path, store, run, b.synth, workers, scheduler, p.frames_per_shard)
+        scores_b = t.score(store, synth_b, dets, b.scores, test_fold, openface, cf)
+        md_b = t.report(scores_b, synth_b, store, b.report, run, p.identity_pairs, cf)
+        t.compare({METHODS["lacgan"]: str(Path(md).parent), METHODS[baseline]: str(Path(md_b).parent)}, b.comparison)
     return md

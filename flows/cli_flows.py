@@ -1,4 +1,4 @@
-"""`lacgan plan | generate | counterfactual | score | report | augment | serve`.
+"""`lacgan plan | generate | counterfactual | score | report | compare | augment | serve`.
 
 The step commands call pipelines/ directly (no Prefect, no server); `augment` runs the umbrella Prefect flow
 in-process in Prefect's ephemeral mode; `serve` starts a local server if none is configured and serves the
@@ -29,6 +29,7 @@ def _clear_errors(func):
         from manifests.schema import ManifestError
         from pipelines.generate import GenerationError
         from pipelines.plan import PlanError
+        from pipelines.compare import ComparisonError
         from pipelines.counterfactual import CounterfactualError
         from pipelines.score import ScoreError
         from pipelines.synth_store import SynthStoreError
@@ -36,7 +37,8 @@ def _clear_errors(func):
         try:
             return func(args)
         except (PlanError, GenerationError, SynthStoreError, ScoreError, StoreError, ManifestError, DetectorFailed,
-                OpenFaceNotFound, OpenFaceSettingsError, CounterfactualError, CheckpointError) as e:
+                OpenFaceNotFound, OpenFaceSettingsError, CounterfactualError, ComparisonError,
+                CheckpointError) as e:
             print(f"lacgan {args.command}: error: {e}", file=sys.stderr)
             return 2
 
@@ -122,6 +124,21 @@ def run_report(args) -> int:
     return 0
 
 
+@_clear_errors
+def run_compare(args) -> int:
+    from pipelines.compare import CompareConfig, ComparisonError, write_comparison
+
+    reports = {}
+    for item in args.report:
+        name, sep, folder = item.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise ComparisonError(f"--report: {item!r} is not NAME=REPORT_DIR (e.g. GANimation=runs/x/report_ganimation)")
+        reports[name.strip()] = folder.strip()
+    path = write_comparison(reports, args.out, CompareConfig(grid_faces=args.faces))
+    print(f"comparison: {path}")
+    return 0
+
+
 def prefect_env(home: Path) -> None:
     """Defaults for running Prefect here: a PREFECT_HOME of our own, no telemetry, a patient ephemeral server."""
     os.environ.setdefault("PREFECT_HOME", str(home.resolve()))
@@ -157,10 +174,18 @@ def run_augment(args) -> int:
                                   ("openface_timeout", args.timeout)) if v is not None}  # else the flow's defaults
     t0 = time.perf_counter()
     path = augment(out=args.out, preset=args.preset, bp4d_root=args.bp4d_root, workers=args.workers,
-                   scheduler=args.scheduler, openface_bin=args.openface_bin, folds=args.folds, **openface)
+                   scheduler=args.scheduler, openface_bin=args.openface_bin, folds=args.folds,
+                   baseline=args.baseline, **openface)
     minutes = (time.perf_counter() - t0) / 60
     print(f"\naugment finished in {minutes:.1f} min; report: {path}\n")
     print((Path(path).parent / "table1.md").read_text())
+    if args.baseline:
+        from flows.augment import Layout
+
+        folders = [Layout.under(args.out)] if args.folds == "test" else [Layout.under(Path(args.out) / f"fold-{k}")
+                                                                         for k in (1, 2, 3)]
+        for lay in folders:
+            print(f"side by side with {args.baseline}: {Path(lay.baseline(args.baseline).comparison) / 'comparison.md'}")
     return 0
 
 
@@ -240,6 +265,14 @@ def register(subparsers) -> None:
     r.add_argument("--identity-pairs", type=int, default=64)
     r.set_defaults(func=run_report)
 
+    m = subparsers.add_parser("compare", help="report folders of the same plan and detectors side by side "
+                                              "(e.g. LAC-GAN vs GANimation), with the Fig. 4 grid")
+    m.add_argument("--report", action="append", required=True,
+                   help="NAME=REPORT_DIR (a folder of `lacgan report`); repeat, the first is the reference")
+    m.add_argument("--out", required=True, help="comparison folder (comparison.md, comparison.json, figures/)")
+    m.add_argument("--faces", type=int, default=2, help="test faces in the Fig. 4 grid")
+    m.set_defaults(func=run_compare)
+
     a = subparsers.add_parser("augment", help="the whole job as a Prefect flow (ephemeral mode, no server needed)")
     a.add_argument("--out", default="runs/demo/augment", help="output folder (default runs/demo/augment)")
     a.add_argument("--preset", choices=("demo", "bp4d", "smoke"), default="demo")
@@ -247,6 +280,9 @@ def register(subparsers) -> None:
     a.add_argument("--folds", choices=("test", "all"), default="test",
                    help="test: hold out the preset's test fold; all: one run per fold (models trained on the other "
                         "two) and Table 1 averaged over the three (3x the cost)")
+    a.add_argument("--baseline", choices=("ganimation",), default=None,
+                   help="also train GANimation on the same store and folds, generate the same plan with it, score "
+                        "and report it, and write LAC-GAN vs GANimation side by side (OUT/comparison_ganimation)")
     a.add_argument("--workers", type=int, default=2, help="Dask workers for generation")
     a.add_argument("--scheduler", default=None, help="existing Dask scheduler address for generation")
     add_openface_args(a, "also score with OpenFace")

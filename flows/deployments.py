@@ -8,9 +8,11 @@ process serving the deployments, so that from another shell
 
 runs the job (OpenFace parameters: openface_bin, openface_model, openface_grouping "sequence" | "static" |
 "frame", openface_timeout; Prefect checks their types). Served: augment/demo (embedded cohort, demo presets),
-augment/bp4d (paper presets; bp4d_root given at run time), and one deployment per step (plan/default,
-generate/default, counterfactual/default, score/default, report/default, train_lacgan/default, train_detectors/default) whose parameters
-are given at run time.
+augment/bp4d (paper presets; bp4d_root given at run time), augment/demo-ganimation (the demo with
+baseline=ganimation: GANimation through the same steps and the side-by-side page; `--param baseline=ganimation`
+does the same on augment/bp4d), and one deployment per step (plan/default, generate/default,
+counterfactual/default, score/default, report/default, compare/default, train_lacgan/default,
+train_detectors/default) whose parameters are given at run time.
 """
 
 from __future__ import annotations
@@ -74,15 +76,18 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def deployments(out_root: str = "runs"):
-    from flows.augment import (augment, counterfactual, generate, plan, report, score, train_detectors,
+    from flows.augment import (augment, compare, counterfactual, generate, plan, report, score, train_detectors,
                                train_lacgan)
 
     root = Path(out_root).resolve()
     deps = [augment.to_deployment(name="demo", parameters={"out": str(root / "demo" / "augment"), "preset": "demo"},
                                   description="augment on the embedded cohort with the demo presets"),
             augment.to_deployment(name="bp4d", parameters={"out": str(root / "bp4d"), "preset": "bp4d"},
-                                  description="augment on BP4D with the paper presets; give --param bp4d_root=...")]
-    for step in (plan, generate, counterfactual, score, report, train_lacgan, train_detectors):
+                                  description="augment on BP4D with the paper presets; give --param bp4d_root=..."),
+            augment.to_deployment(name="demo-ganimation", parameters={
+                "out": str(root / "demo-ganimation" / "augment"), "preset": "demo", "baseline": "ganimation"},
+                description="the demo, and GANimation through the same steps, side by side with LAC-GAN")]
+    for step in (plan, generate, counterfactual, score, report, compare, train_lacgan, train_detectors):
         deps.append(step.to_deployment(name="default", description=f"the {step.name} step alone"))
     return deps
 

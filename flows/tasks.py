@@ -17,12 +17,23 @@ SUBPROCESS_RETRIES = dict(retries=1, retry_delay_seconds=5)  # long subprocesses
 
 
 def run_cli(args: list[str]) -> None:
-    """Run `lacgan ARGS...` in a child process (an argument list, never a shell string); raise on failure."""
+    """Run `lacgan ARGS...` in a child process (an argument list, never a shell string), its output (stdout and
+    stderr) forwarded line by line to the run's logger, so training progress shows in the flow's logs; raise on
+    failure, with the child's last lines."""
     cmd = [sys.executable, "-m", "flows.cli", *args]
-    get_run_logger().info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, check=False)
+    logger = get_run_logger()
+    logger.info("running %s", " ".join(cmd))
+    tail: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                logger.info("%s", line)
+                tail = (tail + [line])[-5:]
     if proc.returncode != 0:
-        raise RuntimeError(f"`lacgan {' '.join(args)}` failed with exit code {proc.returncode}")
+        last = f": {' | '.join(tail)}" if tail else ""
+        raise RuntimeError(f"`lacgan {' '.join(args)}` failed with exit code {proc.returncode}{last}")
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -54,10 +65,11 @@ def align(manifest: str, store: str, size: int) -> str:
 
 # ---- training ----------------------------------------------------------------------------------------------
 @task(**SUBPROCESS_RETRIES)
-def train_lacgan(store: str, run_dir: str, preset: str, steps: int | None = None, test_fold: int = 3) -> str:
-    """LAC-GAN training in a child process (resumes from the run directory's latest checkpoint)."""
-    args = ["train", "--store", store, "--out", run_dir, "--preset", preset, "--test-fold", str(test_fold),
-            "--no-progress"]
+def train_generator(store: str, run_dir: str, preset: str, steps: int | None = None, test_fold: int = 3,
+                    model: str = "lacgan") -> str:
+    """LAC-GAN (or GANimation, `model`) training in a child process (resumes from the run's latest checkpoint)."""
+    args = ["train", "--model", model, "--store", store, "--out", run_dir, "--preset", preset, "--test-fold",
+            str(test_fold), "--progress", "log"]
     run_cli(args + (["--steps", str(steps)] if steps else []))
     return run_dir
 
@@ -78,7 +90,7 @@ def train_detector(name: str, store: str, weights_dir: str, preset: str, minutes
         get_run_logger().info("%s: trained weights found in %s; not retraining", name, weights_dir)
         return weights_dir
     args = ["detect", "train", "--detector", name, "--store", store, "--out", weights_dir, "--preset", preset,
-            "--test-fold", str(test_fold)]
+            "--test-fold", str(test_fold), "--progress", "log"]
     args += ["--minutes", str(minutes)] if minutes else []
     args += ["--epochs", str(epochs)] if epochs else []
     run_cli(args)
@@ -153,6 +165,16 @@ def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None
     return str(write_report(scores, synth, store, out, ReportConfig(checkpoint=checkpoint,
                                                                     identity_pairs=identity_pairs),
                             counterfactual=counterfactual))
+
+
+@task(**IO_RETRIES)
+def compare(reports: dict[str, str], out: str) -> str:
+    """The side-by-side page of per-method report folders ({method: folder}), published as an artifact."""
+    from pipelines.compare import write_comparison
+
+    md = write_comparison(reports, out)
+    create_markdown_artifact(key="comparison", markdown=md.read_text(), description=f"{' vs '.join(reports)}: {md}")
+    return str(md)
 
 
 @task(**IO_RETRIES)

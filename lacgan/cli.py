@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lacgan.progress import MODES
 from manifests.aus import AU_COLUMNS, N_AUS, au_index
 from pipelines.cli_data import _user_errors as user_errors  # bad input: one line naming it, exit 2
 
@@ -31,7 +32,10 @@ def register(subparsers) -> None:
     t.add_argument("--identity", choices=("auto", "dlib", "none"), default="auto",
                    help="LAC-GAN's identity loss (Eq. 4) network: dlib's face ResNet; auto = dlib when available "
                         "(GANimation has no identity loss)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--progress", choices=MODES, default="bar",
+                   help="bar: a progress bar; log: a line with rate, ETA and losses every 15 s (what the flow "
+                        "uses); off: nothing")
+    t.add_argument("--no-progress", dest="progress", action="store_const", const="off", help="= --progress off")
     t.set_defaults(func=run_train)
 
     e = subparsers.add_parser("edit", help="edit faces of an aligned store to target AUs; writes before/after PNG")
@@ -85,7 +89,7 @@ def _train_lacgan(args, cfg, data, out: Path, device, ck):
           f"{cfg.train.test_fold} held out), window {cfg.net.window}, device {device}, "
           f"identity loss {'on' if id_features else 'off'}")
     _print_outputs(out, ck)
-    return train(models, data, cfg, out, id_features=id_features, device=device, progress=not args.no_progress)
+    return train(models, data, cfg, out, id_features=id_features, device=device, progress=args.progress)
 
 
 def _train_ganimation(args, cfg, data, out: Path, device, ck):
@@ -95,7 +99,7 @@ def _train_ganimation(args, cfg, data, out: Path, device, ck):
     print(f"lacgan train: GANimation preset {cfg.preset}, {len(data)} training faces ({cfg.net.size} px, test fold "
           f"{cfg.train.test_fold} held out), generator every {cfg.optim.critic_steps} critic steps, device {device}")
     _print_outputs(out, ck)
-    return train(build_models(cfg.net, cfg.train.seed), data, cfg, out, device=device, progress=not args.no_progress)
+    return train(build_models(cfg.net, cfg.train.seed), data, cfg, out, device=device, progress=args.progress)
 
 
 def _print_outputs(out: Path, ck) -> None:

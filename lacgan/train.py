@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lacgan import stats
 from lacgan.atomic import write_text
@@ -27,6 +26,7 @@ from lacgan.device import pick_device
 from lacgan.infer import generate
 from lacgan.losses import FeatureFn, LacganLoss
 from lacgan.networks import Models
+from lacgan.progress import progress as show_progress
 from lacgan.samples import write_samples
 
 OPTIMIZED = {"D_z": "D_z", "D_lat": "D_lat", "D_local": "D_local", "D_global": "D_global", "G": "G"}  # phase -> net
@@ -52,7 +52,7 @@ def train(
     id_features: FeatureFn | None = None,  # frozen identity features for Eq. 4; None leaves the term out
     device=None,  # torch device or name; default CUDA when present, else CPU
     stop_after: int | None = None,  # stop (with a checkpoint) after this many total steps; None = config steps
-    progress: bool = True,  # tqdm progress bar
+    progress: bool | str = True,  # lacgan.progress mode: True/"bar" a tqdm bar, "log" lines, False/"off" none
 ) -> TrainResult:
     tc, out_dir = config.train, Path(out_dir)
     device = device if isinstance(device, torch.device) else pick_device(device)
@@ -81,8 +81,7 @@ def train(
     held = data.held_out(tc.sample_faces)
     edit_fn = lambda im, lm, t: generate(models.G, config.net, im, lm, t, device, R=models.D_local)  # noqa: E731
     result = TrainResult(start, checkpoint=last_ck)
-    bar = tqdm(range(start, end), initial=start, total=end, desc="lacgan train", disable=not progress,
-               dynamic_ncols=True)
+    bar = show_progress(range(start, end), total=end, initial=start, desc="lacgan train", mode=progress)
     with stats.collecting(writer):
         for step in bar:
             t0 = time.perf_counter()

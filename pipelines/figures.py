@@ -1,6 +1,7 @@
 """Report figures (PNG, matplotlib's Agg backend): F1 per AU and set (floor, synthesis, ceiling, real), the
-source | synthetic | counterfactual grid, and edit grids in the style of the paper's Fig. 3 (each AU set absent /
-present on test faces) and Fig. 5 (happy AU2+6+7+12, angry AU4+23)."""
+source | synthetic | counterfactual grid, where pixels outside the AU regions changed, edit grids in the style of
+the paper's Fig. 3 (each AU set absent / present on test faces) and Fig. 5 (happy AU2+6+7+12, angry AU4+23), and
+the Fig. 4 comparison (the same sources and single-AU targets edited by LAC-GAN and by GANimation)."""
 
 from __future__ import annotations
 
@@ -101,10 +102,10 @@ def _show(ax, img, title=None):
 
 def edit_grids(checkpoint, store_path, synth, out_dir, faces: int = 3, seed: int = 0) -> list[Path]:
     """Fig. 3 and Fig. 5 style grids, edited live with the checkpoint; returns the PNG paths."""
-    from lacgan.infer import Editor
+    from lacgan.editors import load_editor
     from manifests.aligned import AlignedStore
 
-    editor = Editor.load(checkpoint)
+    editor = load_editor(checkpoint)  # LAC-GAN or GANimation, by the model kind the checkpoint records
     rows = _faces(store_path, synth, faces, seed)
     images, lms, _ = AlignedStore.open(store_path).read(rows)
     out_dir = Path(out_dir)
@@ -146,3 +147,68 @@ def edit_grids(checkpoint, store_path, synth, out_dir, faces: int = 3, seed: int
     fig.savefig(combo)
     plt.close(fig)
     return [single, combo]
+
+
+def outside_change_maps(maps: dict[str, dict], path) -> Path:
+    """Per method (row): its mean source face, and per pixel the share of frames whose pixel outside every AU region
+    changed (> 0, > threshold grey levels); maps as `fidelity.outside_change` returns them, one colour scale
+    (0-1) for all; grey where a pixel is never outside the regions."""
+    path = Path(path)
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="#9a9a9a")
+    fig, axes = plt.subplots(len(maps), 3, figsize=(3 * 2.3, len(maps) * 2.3), dpi=100, squeeze=False)
+    for r, (name, m) in enumerate(maps.items()):
+        _show(axes[r, 0], m["mean_source"], "mean source face" if r == 0 else None)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+        over = f"changed > {int(m['threshold'])}"
+        for c, (key, title) in enumerate((("changed", "changed > 0"), ("changed_over", over))):
+            im = axes[r, 1 + c].imshow(m[key], cmap=cmap, vmin=0, vmax=1)
+            axes[r, 1 + c].set_xticks([])
+            axes[r, 1 + c].set_yticks([])
+            if r == 0:
+                axes[r, 1 + c].set_title(title, fontsize=8)
+    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="share of frames")
+    fig.suptitle("Pixels outside every AU region: where they changed", fontsize=9)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def single_au_flips(labels: np.ndarray, aus=AUS) -> np.ndarray:
+    """(n, len(aus), 12) targets: per face and listed AU, that AU set to the opposite of the source's label
+    (present when unknown), every other AU -1 (keep the source's)."""
+    cols = [AUS.index(a) for a in aus]
+    t = np.full((len(labels), len(cols), N_AUS), -1, np.int8)
+    for c, j in enumerate(cols):
+        t[:, c, j] = np.where(labels[:, j] == 1, 0, 1)
+    return t
+
+
+def fig4_grid(editors: dict, store_path, synth, path, faces: int = 2, seed: int = 0, aus=AUS) -> Path:
+    """The paper's Fig. 4, side by side: per face, rows source | each method; one column per AU in `aus`, whose
+    target flips that AU (single_au_flips). `editors`: {method name: loaded editor (lacgan.editors.Editor)};
+    every method edits the same sources to the same targets."""
+    from manifests.aligned import AlignedStore
+
+    path = Path(path)
+    rows = _faces(store_path, synth, faces, seed)
+    images, lms, labels = AlignedStore.open(store_path).read(rows)
+    targets = single_au_flips(labels, aus)
+    n, k = targets.shape[:2]
+    edited = {name: ed.edit(np.repeat(images, k, 0), np.repeat(lms, k, 0), targets.reshape(n * k, N_AUS))
+              .reshape(n, k, *images.shape[1:]) for name, ed in editors.items()}
+    per_face = 1 + len(editors)
+    fig, axes = plt.subplots(n * per_face, k, figsize=(k * 1.15, n * per_face * 1.2), dpi=100, squeeze=False)
+    for f in range(n):
+        for c, au in enumerate(aus):
+            j = AUS.index(au)
+            _show(axes[f * per_face, c], images[f], f"AU{au} {labels[f, j]}→{targets[f, c, j]}")
+            for m, name in enumerate(editors):
+                _show(axes[f * per_face + 1 + m, c], edited[name][f, c])
+        axes[f * per_face, 0].set_ylabel(f"face {f + 1}\nsource", fontsize=7)
+        for m, name in enumerate(editors):
+            axes[f * per_face + 1 + m, 0].set_ylabel(name, fontsize=7)
+    fig.suptitle("Single AUs flipped on the same sources (Fig. 4 style): " + " vs ".join(editors), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -8,12 +8,16 @@ Report folder (every number can be recomputed from `scores.parquet`, the images 
     table1.md     one Markdown table per detector (when the data is BP4D: the paper's published values in
                   parentheses), and the summary of mean F1 per detector
     table1.csv    one row per detector and AU: <cell>_f1, <cell>_acc, <cell>_n (+ paper_* columns for BP4D)
-    edits.json    edit success / off-target flips (synthetic, and counterfactual as their ceiling), locality,
-                  identity, and the pixel error against the counterfactual frames
+    edits.json    edit success / off-target flips (synthetic, and counterfactual as their ceiling), locality
+                  (change outside every AU region: largest, mean share of pixels > 0 and > 8 grey levels), identity,
+                  and the pixel error against the counterfactual frames
+    outside_change.npz  fidelity.outside_change's maps: per pixel the share of frames changed outside the
+                  regions (> 0, > 8), and the mean source face
     report.md     everything above on one page, with the figures
     report.json   what the report was made from (sets, source policy, test fold, checkpoint hashes)
     scores.parquet  the long score table the numbers come from (pipelines.score.SCORES_SCHEMA)
-    figures/      f1_sets.png (F1 per AU and set, per detector), single_au_grid.png (Fig. 3 style),
+    figures/      f1_sets.png (F1 per AU and set, per detector), outside_change.png (where pixels outside the
+                  AU regions changed), single_au_grid.png (Fig. 3 style),
                   combos_grid.png (Fig. 5 style), counterfactual_grid.png (source | synthetic | counterfactual)
 """
 
@@ -25,6 +29,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lacgan.atomic import replacing, write_text as _write_text
@@ -36,13 +41,15 @@ from pipelines.table1 import CELLS, ROWS, average_tables, table1
 
 log = logging.getLogger("lacgan.report")
 
+OUTSIDE_MAPS = "outside_change.npz"  # report file: where pixels outside every AU region changed (per-pixel shares)
+
 LABELS = {"real": "Real", "synthetic": "Synth", "gap": "Gap", "unedited": "Unedited", "edit_gain": "Edit gain",
           "counterfactual": "Counterf.", "always_present": "Always"}
 
 
 @dataclass(frozen=True)
 class ReportConfig:
-    checkpoint: str | None = None  # LAC-GAN checkpoint for the Fig. 3/5 grids (None: no grids)
+    checkpoint: str | None = None  # LAC-GAN (or GANimation) checkpoint for the Fig. 3/5 grids (None: no grids)
     compare_paper: bool | None = None  # show the paper's Table 1 beside ours; None = when the dataset is BP4D
     identity_pairs: int = 64  # source/synthetic pairs for the dlib identity distance (0.15 s per descriptor)
     grid_faces: int = 3  # test faces in the figure grids
@@ -200,9 +207,12 @@ def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig 
     images = open_images(synth_out)
     sources = synth["source_row"].to_numpy()
     edits = {"synthetic": edit_metrics(scores, synth, supported)}
-    fid = {"locality": fidelity.locality(store_path, images, sources),
+    locality, maps = fidelity.outside_change(store_path, images, sources)
+    fid = {"locality": locality,
            "identity": fidelity.identity(store_path, images, sources, cfg.identity_pairs, cfg.seed)}
-    figs = [figures.f1_sets_chart(t1, out_dir / "figures" / "f1_sets.png")]
+    write_maps(out_dir / OUTSIDE_MAPS, maps)
+    figs = [figures.f1_sets_chart(t1, out_dir / "figures" / "f1_sets.png"),
+            figures.outside_change_maps({"this run": maps}, out_dir / "figures" / "outside_change.png")]
     if counterfactual is not None:
         edits["counterfactual"] = edit_metrics(scores, synth, supported, edited_set="counterfactual")
         fid["counterfactual_error"] = fidelity.counterfactual_error(store_path, images, open_images(counterfactual),
@@ -240,10 +250,25 @@ def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig 
     return report
 
 
+def write_maps(path: Path, maps: dict) -> Path:
+    """The outside-region change maps (fidelity.outside_change) as one .npz, through a temp file + rename."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+        np.savez_compressed(f, **maps)
+    return path
+
+
+def _pct(v) -> str:
+    return DASH if v is None else f"{v:.2f}%"
+
+
 def _fidelity_markdown(fid: dict) -> str:
     loc, idn = fid.get("locality", {}), fid.get("identity", {})
     lines = [f"Locality: largest change of any pixel outside every AU region = **{loc.get('max_change_outside_regions')}**"
-             f" over {loc.get('frames')} frames (LAC-GAN: must be 0)."]
+             f" grey levels over {loc.get('frames')} frames ({loc.get('frames_with_change')} frames with any change; "
+             f"LAC-GAN composites its regions back, so 0 by construction). Outside pixels changed, mean per frame: "
+             f"**{_pct(loc.get('changed_share'))}** (> 0), **{_pct(loc.get('changed_share_over'))}** "
+             f"(> {loc.get('threshold')} grey levels); outside every region: {_pct(loc.get('outside_share'))} of "
+             f"the crop. Where: figures/outside_change.png (maps in {OUTSIDE_MAPS})."]
     if idn.get("pairs"):
         lines.append(f"Identity (dlib descriptor distance, source vs synthetic, {idn['pairs']} pairs): mean "
                      f"{idn['mean_distance']:.3f}, median {idn['median_distance']:.3f}, max {idn['max_distance']:.3f};"

@@ -6,7 +6,10 @@ exercise sharding, resumption and faults without training LAC-GAN. Like LAC-GAN,
 targeted AU regions and composites them back, so pixels outside every region stay the source's.
 
 The checkpoint is a folder with `standin.json`: {"size": S, "seed": k, "sleep": seconds per batch, "copy": bool};
-with "copy" the editor returns its inputs unchanged (a generator that changes nothing: the unedited baseline). Fault
+with "copy" the editor returns its inputs unchanged (a generator that changes nothing: the unedited baseline); with
+"boxes" [[y0, y1, x0, x1, delta], ...] it then moves every pixel of those boxes by exactly `delta` grey levels
+(down where up would pass 255): a stand-in for a whole-face generator that changes known pixels outside the AU
+regions (`write_checkpoint(..., boxes=...)`). Fault
 hooks for tests: a file `die-once` in that folder makes the process that sees it delete it and exit
 abruptly (a worker dying mid-shard).
 """
@@ -25,11 +28,23 @@ import torch
 from lacgan.regions import attention_maps
 
 
-def write_checkpoint(path, size: int, seed: int = 0, sleep: float = 0.0, copy: bool = False) -> Path:
+def write_checkpoint(path, size: int, seed: int = 0, sleep: float = 0.0, copy: bool = False, boxes=()) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "standin.json").write_text(json.dumps({"size": size, "seed": seed, "sleep": sleep, "copy": copy}))
+    cfg = {"size": size, "seed": seed, "sleep": sleep, "copy": copy}
+    if boxes:
+        cfg["boxes"] = [list(map(int, b)) for b in boxes]
+    (path / "standin.json").write_text(json.dumps(cfg))
     return path
+
+
+def move_boxes(images: np.ndarray, boxes) -> np.ndarray:
+    """Every pixel of each box [y0, y1, x0, x1, delta] moved by exactly `delta` (down where up would pass 255)."""
+    out = images.astype(np.int16)
+    for y0, y1, x0, x1, delta in boxes:
+        part = out[:, y0:y1, x0:x1]
+        out[:, y0:y1, x0:x1] = np.where(part + delta <= 255, part + delta, part - delta)
+    return out.astype(np.uint8)
 
 
 class StandInEditor:
@@ -57,7 +72,7 @@ class StandInEditor:
             die.unlink()
             os._exit(1)
         if self.config.get("copy"):
-            return np.array(images, copy=True)
+            return move_boxes(np.array(images, copy=True), self.config.get("boxes", ()))
         out = np.empty_like(images)
         for i in range(0, len(images), batch_size):
             time.sleep(self.config.get("sleep", 0.0))
@@ -71,4 +86,4 @@ class StandInEditor:
             mixed = (a * y + (1 - a) * x) * 255
             res = torch.where(a > 0, mixed.round(), x * 255)  # outside every region: the source, exactly
             out[i:i + batch_size] = res.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        return out
+        return move_boxes(out, self.config.get("boxes", ()))

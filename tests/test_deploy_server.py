@@ -76,6 +76,7 @@ def test_served_deployment_runs_from_another_process(tmp_path):
         listed = subprocess.run([sys.executable, "-m", "prefect", "deployment", "ls"], env=_env(home, api_url),
                                 capture_output=True, text=True, timeout=60)
         assert "augment/demo" in listed.stdout and "augment/bp4d" in listed.stdout
+        assert "augment/demo-ganimation" in listed.stdout
     finally:
         if serve is not None:
             _stop(serve)

@@ -9,6 +9,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import json  # noqa: E402
+import logging  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -88,6 +89,15 @@ def test_score_flow_fails_once_when_every_openface_frame_fails(harness, tmp_path
 
 
 @pytest.mark.slow
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
     """train_lacgan (smoke) -> train_detectors (hogsvm) -> plan -> generate (Dask, 1 worker) -> score -> report,
     each as its own flow, then the published artifacts."""
@@ -97,8 +107,16 @@ def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
     from flows import augment as fl
 
     store = str(aligned_store)
-    ckpt = fl.train_lacgan(store, str(tmp_path / "lacgan"), preset="smoke")
-    dets = fl.train_detectors(store, str(tmp_path / "detectors"), {"hogsvm": {"preset": "cpu"}})
+    logged = _Collect()
+    logging.getLogger("prefect").addHandler(logged)  # what the run loggers print (the flow's console and API)
+    try:
+        ckpt = fl.train_lacgan(store, str(tmp_path / "lacgan"), preset="smoke")
+        dets = fl.train_detectors(store, str(tmp_path / "detectors"), {"hogsvm": {"preset": "cpu"}})
+    finally:
+        logging.getLogger("prefect").removeHandler(logged)
+    # the child processes' progress lines reach the flow's logs (rate and ETA, not a bar's carriage returns)
+    assert any(m.startswith("lacgan train: 20/20 (100%)") and "it/s" in m for m in logged.messages)
+    assert any(m.startswith("hogsvm: SVMs: 12/12 (100%)") for m in logged.messages)
     plan = fl.plan(store, str(tmp_path / "plan.parquet"))
     synth = fl.generate(plan, store, ckpt, str(tmp_path / "synth"), workers=1, frames_per_shard=16)
     cf = fl.counterfactual(plan, store, str(tmp_path / "counterfactual"))
@@ -124,3 +142,46 @@ def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
 
     found = asyncio.run(artifacts())
     assert found and "AU12" in found[0].data
+
+
+def test_augment_refuses_an_unknown_baseline(tmp_path):
+    from flows.augment import PRESETS, augment
+
+    with pytest.raises(ValueError, match="has no baseline 'stargan'"):
+        augment.fn(out=str(tmp_path), preset="smoke", baseline="stargan")
+    assert PRESETS["demo"].baselines == {"ganimation": "demo"}  # the demo's GANimation: its CPU demo preset
+
+
+@pytest.mark.slow
+def test_one_fold_with_the_ganimation_baseline(harness, aligned_store, tmp_path):
+    """The augment flow's fold with baseline="ganimation" on the smoke presets: GANimation trained on the same store
+    and fold, the same plan generated into its own store, scored by the same detectors, its own report, and the
+    comparison whose columns are the two reports' numbers."""
+    from prefect import flow
+
+    from flows import augment as fl
+    from pipelines.synth_store import read_parts
+
+    lay = fl.Layout.under(tmp_path)
+    one_fold = flow(name="one_fold", validate_parameters=False)(fl._one_fold)  # the fold's steps in a flow run
+    md = one_fold(fl.PRESETS["smoke"], lay, str(aligned_store), 3, 0, None, None, baseline="ganimation")
+    b = lay.baseline("ganimation")
+    assert md == str(tmp_path / "report" / "report.md")
+    gen_b = json.loads((tmp_path / "synthetic_ganimation" / "generation.json").read_text())
+    gen_l = json.loads((tmp_path / "synthetic" / "generation.json").read_text())
+    assert gen_b["plan_sha256"] == gen_l["plan_sha256"] and gen_b["test_fold"] == gen_l["test_fold"] == 3
+    assert json.loads((tmp_path / "ganimation" / "config.json").read_text())["preset"] == "smoke"
+    assert read_parts(b.synth)["source_row"].tolist() == read_parts(lay.synth)["source_row"].tolist()
+    c = json.loads((tmp_path / "comparison_ganimation" / "comparison.json").read_text())
+    assert list(c["methods"]) == ["LAC-GAN", "GANimation"]
+    for method, report in (("LAC-GAN", lay.report), ("GANimation", b.report)):
+        t1 = json.loads((tmp_path / report / "table1.json").read_text())
+        assert c["detectors"]["hogsvm"]["synthetic_f1"][method] == t1["hogsvm"]["mean"]["synthetic"]["f1"]
+        assert c["detectors"]["hogsvm"]["counterfactual_f1"][method] == t1["hogsvm"]["mean"]["counterfactual"]["f1"]
+    fid = c["fidelity"]
+    assert fid["outside_changed_share"]["LAC-GAN"] == 0 and fid["outside_max_change"]["LAC-GAN"] == 0
+    assert fid["outside_changed_share"]["GANimation"] > 0  # a whole-face generator re-renders the face
+    assert fid["cf_l1_synthetic"]["GANimation"] is not None
+    for png in ("fig4_grid.png", "outside_change.png"):
+        assert (tmp_path / "comparison_ganimation" / "figures" / png).stat().st_size > 1000
+    assert (tmp_path / "report_ganimation" / "figures" / "single_au_grid.png").exists()  # GANimation's own grids

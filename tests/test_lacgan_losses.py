@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lacgan.config import LossConfig, preset
+from manifests.aus import AUS
 from lacgan.data import sample_targets, to_batch
 from lacgan.identity import identity_loss
 from lacgan.losses import (LacganLoss, d_adv_loss, g_adv_loss, masked_mean, pixel_loss,
@@ -189,3 +190,30 @@ def test_warp_output():
     fake, recon = draw("warp", src, dec, dec, 4.0)
     torch.testing.assert_close(fake, src)
     torch.testing.assert_close(recon, dec[:, :, :3])
+
+
+def test_local_judges_see_the_composited_frame_and_each_au_of_a_shared_region():
+    """judge="composite": D_local and R see the composited image inside each window (what ends up in the frame);
+    AU12=1/AU15=0 and AU12=0/AU15=1 composite different lip corners, and each is what the judges see."""
+    from lacgan.compose import fit_window, gather_windows
+
+    imgs, lm, labels = faces(2, 64)
+    base = preset("smoke")
+    cfg = base.replace(net={"window": fit_window(lm, 64, base.net.regions)})
+    assert cfg.loss.judge == "composite" and cfg.net.generators == "per-region"
+    torch.manual_seed(0)
+    models = build_models(cfg.net)
+    with torch.no_grad():  # a trained-like generator: the fresh one starts as the identity edit (no change)
+        for p in models.G.parameters():
+            p.normal_(0, 0.2)
+    loss = LacganLoss(models, cfg.loss, None, cfg.net)
+    judged = []
+    for on, off in ((12, 15), (15, 12)):
+        t = np.full((2, 12), -1, np.int8)
+        t[:, AUS.index(on)], t[:, AUS.index(off)] = 1, 0
+        with torch.no_grad():
+            g = loss.generate(to_batch(imgs, lm, labels, t, cfg.net, "cpu"))
+        b = to_batch(imgs, lm, labels, t, cfg.net, "cpu")
+        torch.testing.assert_close(g.judged, gather_windows(g.composed, b.win))
+        judged.append(g.judged[:, models.G.grouping.groups.index((12, 14, 15))])
+    assert (judged[0] - judged[1]).abs().max() > 1e-4

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from detectors.jaanet import data
 from detectors.jaanet.config import PRESETS, JaaNetConfig, lr_at
@@ -36,6 +35,7 @@ from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_sof
 from detectors.jaanet.model import JaaNet
 from lacgan.atomic import replacing
 from lacgan.device import pick_device
+from lacgan.progress import progress as show_progress
 from manifests.aligned import AlignedStore
 
 
@@ -70,7 +70,7 @@ def _training_rows(store: AlignedStore, test_fold: int) -> np.ndarray:
     return rows
 
 
-def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extra=()) -> np.ndarray:
+def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extra=(), progress="bar") -> np.ndarray:
     """Training images (store rows, then the extra frames) resized to `size`, as a .npy memmap in out_dir
     (rebuilt when rows/size/extra differ)."""
     path, key = out_dir / "train_cache.npy", out_dir / "train_cache.json"
@@ -82,11 +82,13 @@ def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extr
     with replacing(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
         step = 256
-        for i in tqdm(range(0, len(rows), step), desc="jaanet: caching training crops", leave=False):
+        for i in show_progress(range(0, len(rows), step), total=-(-len(rows) // step),
+                               desc="jaanet: caching training crops", mode=progress, leave=False):
             arr[i:min(i + step, len(rows))] = data.resize_images(store.read(rows[i:i + step])[0], size)
         i = len(rows)
         for e in extra:
-            for _, im in tqdm(e.frames.batches(step), desc="jaanet: caching extra crops", leave=False):
+            for _, im in show_progress(e.frames.batches(step), total=-(-len(e.frames) // step),
+                                       desc="jaanet: caching extra crops", mode=progress, leave=False):
                 arr[i:i + len(im)] = data.resize_images(im, size)
                 i += len(im)
         arr.flush()
@@ -96,10 +98,10 @@ def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extr
 
 
 def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, minutes: float | None = None,
-                 extra=None, **overrides) -> dict:
+                 extra=None, progress: bool | str = True, **overrides) -> dict:
     """Train on every fold but `test_fold` (plus `extra` frames, same budget: module doc), stop after `minutes`
     of training if given; save; score the held-out fold. `overrides` replace JaaNetConfig fields of the preset
-    (e.g. epochs=1)."""
+    (e.g. epochs=1). `progress`: a lacgan.progress mode."""
     if preset not in PRESETS:
         raise KeyError(f"unknown JAA-Net preset {preset!r}; choose one of {sorted(PRESETS)}")
     cfg = replace(PRESETS[preset], **overrides)
@@ -119,7 +121,7 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
     lm = np.concatenate([store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))),
                          *[e.landmarks for e in extra]])
     lm49_in = to_49(data.resize_landmarks(lm, store.size, cfg.input_size))
-    images = _cache(store, rows, cfg.input_size, out_dir, extra)
+    images = _cache(store, rows, cfg.input_size, out_dir, extra, progress)
     w = torch.from_numpy(au_weights(labels)).to(dev)
 
     net = JaaNet(crop=cfg.crop, unit=cfg.unit).to(dev)
@@ -148,7 +150,8 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
             g["lr"] = lr_at(cfg, epoch) * g["lr_mult"]
         net.train()
         order = rng.permutation(len(labels))  # real + extra; only the first n_batches batches are used
-        bar = tqdm(range(n_batches), desc=f"jaanet epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = show_progress(range(n_batches), total=n_batches, desc=f"jaanet epoch {epoch + 1}/{cfg.epochs}",
+                            mode=progress, leave=False)
         for i in bar:
             idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
             x, lm = data.random_crop_flip(np.asarray(images[idx]), lm49_in[idx], cfg.crop, rng, cfg.flip)

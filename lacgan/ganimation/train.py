@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lacgan import stats
 from lacgan.checkpoint import resume, save_checkpoint
@@ -26,6 +25,7 @@ from lacgan.ganimation.config import GanimationConfig
 from lacgan.ganimation.infer import generate, render
 from lacgan.ganimation.losses import PHASES, STEPPED, Batch, GanimationLoss
 from lacgan.ganimation.networks import Models
+from lacgan.progress import progress as show_progress
 from lacgan.samples import EXPRESSIONS, expression_targets, grid, save_png, write_samples
 from lacgan.atomic import write_text
 from lacgan.train import TrainResult, _check_finite, _report
@@ -63,7 +63,7 @@ def train(
     *,
     device=None,  # torch device or name; default CUDA when present, else CPU
     stop_after: int | None = None,  # stop (with a checkpoint) after this many total steps; None = config steps
-    progress: bool = True,  # tqdm progress bar
+    progress: bool | str = True,  # lacgan.progress mode: True/"bar" a tqdm bar, "log" lines, False/"off" none
 ) -> TrainResult:
     tc, oc, out_dir = config.train, config.optim, Path(out_dir)
     device = device if isinstance(device, torch.device) else pick_device(device)
@@ -86,8 +86,7 @@ def train(
     end = min(tc.steps, stop_after) if stop_after is not None else tc.steps
     held = data.held_out(tc.sample_faces)
     result = TrainResult(start, checkpoint=last_ck)
-    bar = tqdm(range(start, end), initial=start, total=end, desc="ganimation train", disable=not progress,
-               dynamic_ncols=True)
+    bar = show_progress(range(start, end), total=end, initial=start, desc="ganimation train", mode=progress)
     with stats.collecting(writer):
         for step in bar:
             t0 = time.perf_counter()
