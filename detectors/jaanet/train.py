@@ -139,8 +139,8 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
         start_epoch = int(state["epoch"])
         print(f"jaanet: resuming from {ckpt} at epoch {start_epoch}")
 
-    progress = out_dir / "progress.json"
-    spent_before = json.loads(progress.read_text())["minutes"] if ckpt.exists() and progress.exists() else 0.0
+    spent_file = out_dir / "progress.json"  # minutes trained so far (not `progress`: that is the display mode)
+    spent_before = json.loads(spent_file.read_text())["minutes"] if ckpt.exists() and spent_file.exists() else 0.0
     t0, cpu0 = time.time(), time.process_time()
     budget = None if minutes is None else minutes * 60 - spent_before * 60
     stopped, completed, log = False, start_epoch, {}
@@ -173,7 +173,7 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
         with replacing(ckpt) as tmp:
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": completed,
                         "config": json.dumps(asdict(cfg), sort_keys=True)}, tmp)
-        progress.write_text(json.dumps({"minutes": spent_before + (time.time() - t0) / 60}))
+        spent_file.write_text(json.dumps({"minutes": spent_before + (time.time() - t0) / 60}))
     train_minutes = spent_before + (time.time() - t0) / 60
 
     summary = {"preset": preset, "test_fold": test_fold, "train_frames": int(len(rows)),
