@@ -48,7 +48,7 @@ def _frames(store: str | None, n: int, size: int) -> FrameSource:
 def _jaanet(weights):
     from detectors.jaanet.detector import JaaNetDetector
     from detectors.jaanet.model import JaaNet
-    from detectors.jaanet.train import PRESETS
+    from detectors.jaanet.config import PRESETS
 
     if weights:
         return JaaNetDetector.load(weights), "trained"

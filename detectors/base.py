@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from detectors.frames import FrameSource
+from lacgan.atomic import replacing
 from manifests.aus import AUS
 
 SCORE_SCHEMA = pa.schema([
@@ -122,9 +122,8 @@ def write_scores(df: pd.DataFrame, path, detector: Detector) -> Path:
     table = pa.Table.from_pandas(df[[f.name for f in SCORE_SCHEMA]], schema=SCORE_SCHEMA.with_metadata(meta),
                                  preserve_index=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 

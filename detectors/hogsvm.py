@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from sklearn.svm import LinearSVC
 
 from detectors.base import scores_table
 from detectors.frames import FrameSource
+from lacgan.atomic import replacing, write_text
 from lacgan.progress import progress as show_progress
 from manifests.aus import AUS
 
@@ -114,16 +114,13 @@ class HogSvmDetector:
     def save(self, out_dir, summary: dict) -> Path:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / "hogsvm.tmp.npz"
-        np.savez(tmp, aus=np.asarray(self.supported_aus, np.int64), coef=self.coef, intercept=self.intercept,
-                 mean=self.mean, scale=self.scale)
-        os.replace(tmp, out_dir / WEIGHTS)
+        with replacing(out_dir / WEIGHTS) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+            np.savez(f, aus=np.asarray(self.supported_aus, np.int64), coef=self.coef, intercept=self.intercept,
+                     mean=self.mean, scale=self.scale)
         digest = hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest()[:16]
         self.meta = {"detector": "hogsvm", "config": asdict(self.cfg), "weights_sha256_16": digest,
                      "summary": summary}
-        tmp = out_dir / (CONFIG + ".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=2, default=str))
-        os.replace(tmp, out_dir / CONFIG)
+        write_text(out_dir / CONFIG, json.dumps(self.meta, indent=2, default=str))
         return out_dir / WEIGHTS
 
     def settings(self) -> dict:

@@ -22,6 +22,7 @@ and are not retried (they fail the same way every time), e.g. an install without
 from __future__ import annotations
 
 import csv
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -91,6 +92,17 @@ def _error_lines(stdout: str, stderr: str) -> str:
     return " | ".join(errors[-2:] or (stderr or stdout).strip().splitlines()[-3:])[:300]
 
 
+def _exit_reason(returncode: int) -> str:
+    """"exit code N", or for a process killed by a signal (a negative code) the signal's name."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"killed by signal {name} (OpenFace crashed)"
+
+
 def run_command(cmd: list[str], timeout: float, retries: int = 1, backoff: float = 1.0) -> RunResult:
     """Run without a shell; retry non-zero exits and timeouts (transient on busy machines). A missing or
     non-executable binary and known failures (`KNOWN_FAILURES`) are not retried."""
@@ -108,7 +120,8 @@ def run_command(cmd: list[str], timeout: float, retries: int = 1, backoff: float
             known = known_failure(f"{proc.stdout}\n{proc.stderr}")
             if known:
                 return RunResult(False, f"openface: exit code {proc.returncode}: {known}", attempt)
-            reason = f"openface: exit code {proc.returncode}: {_error_lines(proc.stdout or '', proc.stderr or '')}"
+            said = _error_lines(proc.stdout or "", proc.stderr or "")
+            reason = f"openface: {_exit_reason(proc.returncode)}" + (f": {said}" if said else "")
         if attempt <= retries:
             time.sleep(backoff * attempt)
     return RunResult(False, reason, retries + 1)

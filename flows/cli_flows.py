@@ -24,6 +24,7 @@ def _clear_errors(func):
         from detectors.failures import DetectorFailed
         from detectors.openface import OpenFaceNotFound
         from detectors.openface_config import OpenFaceSettingsError
+        from lacgan.checkpoint import CheckpointError
         from manifests.aligned import StoreError
         from manifests.schema import ManifestError
         from pipelines.generate import GenerationError
@@ -36,7 +37,8 @@ def _clear_errors(func):
         try:
             return func(args)
         except (PlanError, GenerationError, SynthStoreError, ScoreError, StoreError, ManifestError, DetectorFailed,
-                OpenFaceNotFound, OpenFaceSettingsError, CounterfactualError, ComparisonError) as e:
+                OpenFaceNotFound, OpenFaceSettingsError, CounterfactualError, ComparisonError,
+                CheckpointError) as e:
             print(f"lacgan {args.command}: error: {e}", file=sys.stderr)
             return 2
 

@@ -120,14 +120,15 @@ TRAINERS = {"lacgan": _train_lacgan, "ganimation": _train_ganimation}  # --model
 
 @user_errors
 def run_train(args) -> int:
-    from lacgan.checkpoint import find_checkpoint, load_checkpoint, model_kind
+    from lacgan.checkpoint import load_checkpoint, newest_good_checkpoint
     from lacgan.data import FaceData
     from lacgan.device import pick_device
     from lacgan.train import losses_summary
 
     out = Path(args.out)
-    ck = find_checkpoint(out) if out.exists() else None
-    model = args.model or (model_kind(ck) if ck is not None else "lacgan")
+    good = newest_good_checkpoint(out) if out.exists() else None  # corrupt newer ones: moved aside, with a warning
+    ck = good.path if good is not None else None
+    model = args.model or (good.model if good is not None else "lacgan")
     if args.preset is None and ck is not None:
         cfg = load_checkpoint(ck, with_optim=False, model=model).config
     else:

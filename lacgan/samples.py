@@ -8,13 +8,13 @@ angry (AU4+23 present, the rest absent).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lacgan.atomic import replacing
 from manifests.aus import AUS, N_AUS, au_index
 
 EditFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (images, landmarks, targets) -> images
@@ -82,9 +82,8 @@ def save_png(img: Image.Image, path) -> Path:
     """Write a PNG through a temp file + rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        img.save(tmp, format="PNG")
     return path
 
 

@@ -12,6 +12,8 @@ from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
+from lacgan.atomic import write_text
+
 _active: "StatsWriter | None" = None
 
 
@@ -42,9 +44,7 @@ class StatsWriter:
         if self.path is None or not self.path.exists():
             return
         keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        tmp.replace(self.path)
+        write_text(self.path, "".join(ln + "\n" for ln in keep))
 
 
 def report(key: str, value) -> None:

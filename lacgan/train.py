@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from lacgan import stats
+from lacgan.atomic import write_text
 from lacgan.checkpoint import resume, save_checkpoint
 from lacgan.config import LacganConfig
 from lacgan.data import FaceData, to_batch
@@ -57,7 +57,7 @@ def train(
     tc, out_dir = config.train, Path(out_dir)
     device = device if isinstance(device, torch.device) else pick_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out_dir / "config.json", config.to_json())
+    write_text(out_dir / "config.json", config.to_json())
     models.to(device).train()
     nets = models.named()
     optims = {k: torch.optim.Adam(m.parameters(), lr=config.optim.lr, betas=config.optim.betas)
@@ -141,12 +141,6 @@ def _check_finite(phase: str, total: torch.Tensor, terms: dict, step: int, last_
     bad = [n for n, v in terms.items() if not torch.isfinite(v).all()] or ["total"]
     keep = f"last good checkpoint: {last_ck}" if last_ck else "no checkpoint was written yet"
     raise NonFiniteLossError(f"loss {phase}/{bad[0]} is {float(total.detach())} at step {step}; training stopped ({keep})")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def losses_summary(history: list[dict]) -> dict[str, tuple[float, float]]:

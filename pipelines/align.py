@@ -14,7 +14,8 @@ typical face the eye centres are the box's widest points, so they land at x ≈ 
 gives the measured places on the cohort).
 
 `align_manifest` writes the store of `manifests.aligned`: chunks of rows are the unit of work and of resumption,
-failed rows (manifest status not ok, unreadable image, no face) are FAILED with the reason.
+failed rows (manifest status not ok, unreadable image, no face) are FAILED with the reason; the store's
+failures.csv lists them all with their image paths.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from lacgan.atomic import write_text
 from manifests.aligned import AlignedStore, StoreError
 from manifests.aus import AU_COLUMNS
 from manifests.schema import STATUS_OK, manifest_root, read_manifest
@@ -43,6 +45,7 @@ ENLARGE = 2.9  # JAA-Net's box_enlarge
 BOX_POINTS = "eye centres (mean 36-41, 42-47), nose tip 30, mouth corners 48 54"
 BORDER = (128, 128, 128)  # JAA-Net's border value
 LANDMARK_SOURCES = ("auto", "cohort", "dlib")
+FAILURE_LIST = "failures.csv"  # in the store: every failed row and its reason (write_failure_list)
 
 
 # ---- the transform (pure) -------------------------------------------------------------------------------
@@ -226,7 +229,20 @@ def align_manifest(manifest_path, out_store, size: int = 200, landmarks: str = "
     else:
         _run_pool(store, tasks, workers, (str(root), size, source), bar)
     bar.close()
+    write_failure_list(store, df)
     return out
+
+
+def write_failure_list(store: AlignedStore, df: pd.DataFrame) -> Path:
+    """STORE/failures.csv: every FAILED row (row_id, subject, task, frame, image_path, reason), rewritten whole
+    after each run, so the files a person has to look at are one list (the reasons live per chunk in
+    STORE/failures/, the unit of resumption)."""
+    failures = store.failures()
+    rows = df.set_index("row_id").loc[sorted(failures), ["subject", "task", "frame", "image_path"]]
+    table = rows.reset_index().assign(reason=[failures[r] for r in rows.index])
+    path = store.path / FAILURE_LIST
+    write_text(path, table.to_csv(index=False))
+    return path
 
 
 def _run_pool(store: AlignedStore, tasks: list, workers: int, initargs: tuple, bar: tqdm) -> None:

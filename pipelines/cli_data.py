@@ -125,7 +125,7 @@ def run_align(args: argparse.Namespace) -> int:
     import numpy as np
 
     from manifests.aligned import FAILED, OK, AlignedStore
-    from pipelines.align import align_manifest
+    from pipelines.align import FAILURE_LIST, align_manifest
 
     t0 = time.perf_counter()
     before = AlignedStore.open(args.out).status() if args.out.exists() else None
@@ -138,12 +138,23 @@ def run_align(args: argparse.Namespace) -> int:
     print(f"{out}: {int((st == OK).sum())} aligned, {int((st == FAILED).sum())} failed of {len(st)} rows "
           f"({store.size}px, landmarks: {store.group.attrs['landmark_source']}); "
           f"{done} rows processed in {dt:.1f} s ({done / max(dt, 1e-9):.0f} frames/s)")
-    reasons: dict[str, int] = {}
-    for r in store.failures().values():
-        reasons[r.split(":")[0]] = reasons.get(r.split(":")[0], 0) + 1
-    for r, c in sorted(reasons.items(), key=lambda kv: -kv[1]):
-        print(f"  failed, {r}: {c}")
+    if (st == FAILED).any():
+        print(failure_summary(out / FAILURE_LIST, Path(store.group.attrs["root"])))
     return 0 if np.any(st == OK) or len(st) == 0 else 1
+
+
+def failure_summary(failure_list: Path, root: Path, most: int = 3) -> str:
+    """Per kind of failure (the reason up to its first colon): the count and the first `most` images (under the
+    dataset `root`); then where the full list is."""
+    import pandas as pd
+
+    df = pd.read_csv(failure_list, dtype=str, keep_default_na=False)
+    lines = []
+    for kind, g in sorted(df.groupby(df["reason"].str.split(":").str[0]), key=lambda kv: -len(kv[1])):
+        more = f", and {len(g) - most} more" if len(g) > most else ""
+        lines.append(f"  failed, {kind}: {len(g)} ({', '.join(str(root / p) for p in g['image_path'].head(most))}"
+                     f"{more})")
+    return "\n".join(lines + [f"  every failed row and its reason: {failure_list}"])
 
 
 @_user_errors

@@ -190,7 +190,8 @@ def write_comparison(reports: dict, out_dir, cfg: CompareConfig = CompareConfig(
     """Compare report folders {method name: report dir} (the first is the reference, e.g. LAC-GAN) into
     `out_dir` (see module doc); returns the path of comparison.md."""
     from pipelines import figures
-    from pipelines.report import OUTSIDE_MAPS, _write_text
+    from lacgan.atomic import write_text as _write_text
+    from pipelines.report import OUTSIDE_MAPS
     from pipelines.shard_task import load_editor
     from pipelines.synth_store import read_parts
 

@@ -17,17 +17,15 @@ the error against the counterfactual ground truth.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from lacgan.dlib_format import FACE_MODEL_FILE, default_model_path
 from lacgan.regions import attention_maps
 from manifests.aligned import AlignedStore
 
 SAME_PERSON = 0.6  # dlib's threshold for "same person" on its descriptor distance
-RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 OUTSIDE_THRESHOLD = 8  # grey levels: an outside-region change above this counts as visible, not rounding
 
 
@@ -137,14 +135,7 @@ def _error_summary(a: dict) -> dict:
 def _face_net():
     import dlib
 
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the face_recognition_models package is not installed; it ships dlib's face "
-                           "recognition model (pip install face_recognition_models)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / RECOGNITION_MODEL
-    if not path.is_file():
-        raise RuntimeError(f"{path}: dlib's face recognition model is missing")
-    return dlib, dlib.face_recognition_model_v1(str(path))
+    return dlib, dlib.face_recognition_model_v1(str(default_model_path(FACE_MODEL_FILE)))
 
 
 def descriptors(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

@@ -1,8 +1,7 @@
 """68-point facial landmarks for real data: dlib's HOG face detector and its iBUG-68 shape predictor.
 
-The model files ship in the `face_recognition_models` package; we only locate its folder with
-`importlib.util.find_spec` (importing the package pulls in setuptools' pkg_resources and is not needed). Nothing
-is downloaded. Models load once per process (`dlib_landmarker()` is cached), so worker processes each pay the
+The model files ship in the `face_recognition_models` package, located (not imported) by
+`lacgan.dlib_format.default_model_path`. Nothing is downloaded. Models load once per process (`dlib_landmarker()` is cached), so worker processes each pay the
 ~1 s load once.
 
 Detection runs on a copy scaled so its longer side is at most `detect_side` px (BP4D frames are 1040×1392;
@@ -16,25 +15,13 @@ than hers). Points are in image pixels (x, y), pixel centres at integers.
 from __future__ import annotations
 
 import functools
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from lacgan.dlib_format import default_model_path
+
 PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
-
-
-def dlib_model_dir() -> Path:
-    """The `models/` folder of the installed face_recognition_models package (not imported)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the face_recognition_models package is not installed; it holds dlib's landmark "
-                           "model (pip install face_recognition_models)")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-    if not (folder / PREDICTOR_68).is_file():
-        raise RuntimeError(f"{folder / PREDICTOR_68}: dlib's 68-point model is missing from face_recognition_models")
-    return folder
 
 
 @dataclass
@@ -53,7 +40,7 @@ class DlibLandmarker:
 
         self.detect_side = detect_side  # longest side of the image the HOG detector sees
         self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(dlib_model_dir() / PREDICTOR_68))
+        self._predictor = dlib.shape_predictor(str(default_model_path(PREDICTOR_68)))
         self._dlib = dlib
 
     def __call__(self, rgb: np.ndarray) -> Detection | None:

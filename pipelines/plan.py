@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lacgan.atomic import replacing
 from manifests.aligned import OK, AlignedStore
 from manifests.aus import AU_COLUMNS, AUS, N_AUS
 
@@ -259,9 +259,8 @@ def write_plan(df: pd.DataFrame, path, store_path=None, cfg: PlanConfig | None =
     if cfg is not None:
         meta[b"lacgan.plan_config"] = json.dumps({**cfg.__dict__, "rates": _jsonable(cfg.rates)}).encode()
     table = pa.Table.from_pandas(df, schema=PLAN_SCHEMA.with_metadata(meta), preserve_index=False)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 

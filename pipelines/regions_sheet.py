@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lacgan.atomic import replacing
 from lacgan.regions import attention_maps, au_centres, region_boxes
 from manifests.aligned import AlignedStore, StoreError
 from manifests.aus import AU_NAMES, AUS
@@ -100,8 +101,7 @@ def write_regions_sheet(store_path, out_png, n: int = 6) -> Path:
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp)
+    with replacing(out) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(out)
     return out

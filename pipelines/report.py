@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lacgan.atomic import replacing, write_text as _write_text
 from manifests.aus import AUS
 from pipelines.edits import DASH, edit_metrics, edits_markdown, summarise
 from pipelines.paper_table1 import PAPER_TABLE1, paper_cell
@@ -172,12 +172,6 @@ def _dataset(store_path) -> str:
     return str(store_frames(store_path)["dataset"].iloc[0])
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig = ReportConfig(),
                  counterfactual=None, cf_unavailable: str | None = None) -> Path:
     """Compute and write the whole report folder (see module doc); returns the path of report.md.
@@ -191,8 +185,8 @@ def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig 
     scores, info = read_scores_info(scores_path)
     supported = info["supported_aus"]
     if Path(scores_path).resolve() != (out_dir / "scores.parquet").resolve():
-        shutil.copyfile(scores_path, out_dir / ".scores.parquet.tmp")
-        os.replace(out_dir / ".scores.parquet.tmp", out_dir / "scores.parquet")
+        with replacing(out_dir / "scores.parquet") as tmp:
+            shutil.copyfile(scores_path, tmp)
     if counterfactual is None and (scores["set"] == "counterfactual").any():
         raise ValueError(f"{scores_path}: holds counterfactual scores; pass the counterfactual folder too")
     if counterfactual is None and cf_unavailable is None:
@@ -207,8 +201,8 @@ def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig 
     _write_text(out_dir / "table1.json", json.dumps(t1, indent=2))
     md = "\n\n".join([summary_markdown(t1)] + [detector_markdown(d, t, paper, cf_note) for d, t in t1.items()])
     _write_text(out_dir / "table1.md", md + "\n")
-    table1_frame(t1, paper).to_csv(out_dir / ".table1.csv.tmp", index=False, float_format="%.4f")
-    os.replace(out_dir / ".table1.csv.tmp", out_dir / "table1.csv")
+    with replacing(out_dir / "table1.csv") as tmp:
+        table1_frame(t1, paper).to_csv(tmp, index=False, float_format="%.4f")
 
     images = open_images(synth_out)
     sources = synth["source_row"].to_numpy()
@@ -258,9 +252,8 @@ def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig 
 
 def write_maps(path: Path, maps: dict) -> Path:
     """The outside-region change maps (fidelity.outside_change) as one .npz, through a temp file + rename."""
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **maps)
-    os.replace(tmp, path)
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+        np.savez_compressed(f, **maps)
     return path
 
 
@@ -293,8 +286,8 @@ def write_fold_report(report_dirs: list, out_dir, paper: bool = False) -> Path:
     _write_text(out_dir / "table1.json", json.dumps(t1, indent=2))
     md = "\n\n".join([summary_markdown(t1)] + [detector_markdown(d, t, paper) for d, t in t1.items()])
     _write_text(out_dir / "table1.md", md + "\n")
-    table1_frame(t1, paper).to_csv(out_dir / ".table1.csv.tmp", index=False, float_format="%.4f")
-    os.replace(out_dir / ".table1.csv.tmp", out_dir / "table1.csv")
+    with replacing(out_dir / "table1.csv") as tmp:
+        table1_frame(t1, paper).to_csv(tmp, index=False, float_format="%.4f")
     links = [f"- fold {i + 1}: [{Path(d)}]({Path(d).resolve() / 'report.md'})" for i, d in enumerate(report_dirs)]
     page = [f"# Table 1 averaged over {len(report_dirs)} folds", "",
             "Each fold's LAC-GAN and detectors were trained on the other folds; cells are the mean over folds, n "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lacgan.atomic import replacing
 from manifests.aus import AUS
 
 log = logging.getLogger("lacgan.score")
@@ -155,9 +155,8 @@ def _write(df: pd.DataFrame, path: Path, meta: dict | None = None) -> Path:
     schema = SCORES_SCHEMA.with_metadata({**SCORES_SCHEMA.metadata, **(meta or {})})
     table = pa.Table.from_pandas(df[[f.name for f in SCORES_SCHEMA]], schema=schema, preserve_index=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 

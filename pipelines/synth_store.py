@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
+from lacgan.atomic import replacing, write_text
 from manifests.aus import AU_COLUMNS, N_AUS
 
 STORE_NAME = "synthetic.zarr"
@@ -110,12 +111,8 @@ def write_part(out, shard: int, part: pd.DataFrame) -> Path:
     """The commit mark of a shard: its provenance rows, written to a temp name and renamed into place."""
     path = part_path(out, shard)
     table = pa.Table.from_pandas(part[[f.name for f in PART_SCHEMA]], schema=PART_SCHEMA, preserve_index=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with replacing(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -159,6 +156,4 @@ def open_images(out) -> zarr.Array:
 
 def write_json(path, obj) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, default=str))

@@ -43,6 +43,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from detectors.jaanet.landmarks import interocular, to_49
+from lacgan.atomic import write_bytes
 from manifests.aligned import AlignedStore
 from manifests.aus import AU_COLUMNS, AUS
 from manifests.bp4d import AU_OCC, SUBJECT_RE, TASK_RE
@@ -213,9 +214,7 @@ def _read_chunk(rows: pd.DataFrame, store: AlignedStore, synth_images) -> tuple[
 
 def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)
 
 
 def write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:

@@ -247,3 +247,32 @@ def test_store_of_another_manifest_is_refused(aligned_store, cohort_manifest, tm
     with pytest.raises(StoreError, match="manifest_fingerprint: store has"):
         align_manifest(other, aligned_store, size=64)
     np.testing.assert_array_equal(AlignedStore.open(aligned_store).status(), before)
+
+
+def test_cli_align_names_the_corrupt_jpeg_and_where_the_full_list_is(cohort_root, tmp_path, capsys):
+    """Issue 12: `lacgan align` on a tree with a corrupt JPEG printed `failed, unreadable image: 1` alone."""
+    import shutil
+
+    import pandas as pd
+
+    from flows.cli import main
+
+    root = tmp_path / "tree"
+    shutil.copytree(cohort_root, root)
+    bad = sorted(root.glob("*/*/*.jpg"))[5]
+    bad.write_bytes(bad.read_bytes()[:40])  # a copy cut short: not decodable
+    assert main(["ingest", "--dataset", "bp4d", "--root", str(root), "--out", str(tmp_path / "m.parquet")]) == 0
+    args = ["align", "--manifest", str(tmp_path / "m.parquet"), "--out", str(tmp_path / "a.zarr"), "--size", "32"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    listing = tmp_path / "a.zarr" / "failures.csv"
+    assert f"  failed, unreadable image: 1 ({bad})\n" in out
+    assert f"  every failed row and its reason: {listing}" in out
+    df = pd.read_csv(listing)
+    assert df[["image_path", "reason"]].values.tolist() == [[str(bad.relative_to(root)),
+                                                             f"unreadable image: {bad.relative_to(root)}"]]
+    st = AlignedStore.open(tmp_path / "a.zarr")
+    assert (st.status() == OK).sum() == len(st) - 1  # every other frame aligned
+    assert main(args) == 0  # a re-run: nothing left to do, the same list
+    assert f"failed, unreadable image: 1 ({bad})" in capsys.readouterr().out
+    assert pd.read_csv(listing).equals(df)

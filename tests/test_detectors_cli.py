@@ -79,3 +79,49 @@ def test_detect_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):
                "--out", str(tmp_path / "x.parquet")])
     assert rc == 2 and "hogsvm.npz" in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_detect_score_openface_crashing_on_every_sequence_or_batch_exits_2(aligned_store, tmp_path, capsys,
+                                                                          monkeypatch):
+    """Issue 12: an OpenFace build that crashes (SIGSEGV: no output, a negative return code) on every call."""
+    monkeypatch.setenv("STANDIN_MODE", "crash")
+    scores = tmp_path / "of.parquet"
+    for grouping, what in (("sequence", "frames"), ("frame", "frames")):
+        rc = main(["detect", "score", "--detector", "openface", "--openface-bin", str(STANDIN.parent), "--grouping",
+                   grouping, "--store", str(aligned_store), "--out", str(scores), "--fold", "1"])
+        out, err = capsys.readouterr()
+        lines = [ln for ln in err.replace("\r", "\n").splitlines() if "error" in ln]
+        assert rc == 2 and len(lines) == 1 and "| mean |" not in out and not scores.exists(), (grouping, err)
+        assert lines[0].startswith(f"error: openface: every one of the ") and f" {what} failed" in lines[0]
+        assert "killed by signal SIGSEGV (OpenFace crashed)" in lines[0]
+
+
+def test_detect_score_openface_crashing_on_one_sequence_counts_it(aligned_store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STANDIN_MODE", "crash")
+    monkeypatch.setenv("STANDIN_ONLY", "seq00001")  # only the second sequence's call crashes
+    scores = tmp_path / "of.parquet"
+    rc = main(["detect", "score", "--detector", "openface", "--openface-bin", str(STANDIN), "--store",
+               str(aligned_store), "--out", str(scores), "--fold", "1"])
+    groups = list(FrameSource.from_store(aligned_store, fold=1).sequence_groups().values())
+    df, _ = read_scores(scores)
+    crashed = df.drop_duplicates("frame_id")["status"].str.contains("SIGSEGV")
+    assert rc == 0 and crashed.sum() == len(groups[1]) < len(crashed)
+    assert f"({len(groups[1])} of {len(crashed)} frames failed: {len(groups[1])} openface: killed by signal SIGSEGV" \
+        in capsys.readouterr().out
+
+
+def test_detect_score_jaanet_config_with_an_unknown_field_is_one_line(aligned_store, tmp_path, capsys):
+    import json
+
+    from detectors.jaanet.config import PRESETS, config_json
+
+    weights = tmp_path / "jaanet"
+    weights.mkdir()
+    (weights / "jaanet.safetensors").write_bytes(b"")  # never read: the config is refused first
+    cfg = {**config_json(PRESETS["cpu"]), "lr_gama": 0.1}
+    (weights / "config.json").write_text(json.dumps({"detector": "jaanet", "config": cfg}))
+    rc = main(["detect", "score", "--detector", "jaanet", "--weights", str(weights), "--store", str(aligned_store),
+               "--out", str(tmp_path / "s.parquet")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and not (tmp_path / "s.parquet").exists()
+    assert err[0].startswith(f"error: {weights / 'config.json'}: unknown JaaNetConfig fields ['lr_gama']")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from detectors.jaanet import data
+from detectors.jaanet.config import JaaNetConfig
 from detectors.jaanet.landmarks import (FLIP_49, FLIP_68, KEEP_68, flip_landmarks, interocular, predefined_maps,
                                         to_49, to_68)
 from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
@@ -236,7 +237,29 @@ def test_a_wall_clock_cap_stops_training_and_is_recorded(aligned_store, tmp_path
 
 
 def test_the_demo_preset_is_the_cpu_preset_on_a_shorter_schedule():
-    from detectors.jaanet.train import PRESETS
+    from detectors.jaanet.config import PRESETS
 
     cpu, demo = PRESETS["cpu"], PRESETS["demo"]
     assert demo.epochs < cpu.epochs and replace(demo, epochs=cpu.epochs, lr_step=cpu.lr_step) == cpu
+
+
+def test_config_reader_rejects_unknown_fields_naming_them():
+    from detectors.jaanet.config import PRESETS, config_from_json, config_json
+
+    cfg = PRESETS["cpu"]
+    assert config_from_json(config_json(cfg)) == cfg
+    assert config_from_json({"epochs": 3}) == replace(JaaNetConfig(), epochs=3)  # missing fields: defaults
+    with pytest.raises(ValueError, match=r"w/config.json: unknown JaaNetConfig fields \['epoch', 'lr_gama'\]"):
+        config_from_json({**config_json(cfg), "epoch": 3, "lr_gama": 0.1}, "w/config.json")
+
+
+def test_jaanet_modules_import_no_cycle():
+    """The detector does not import the trainer (it did, and the trainer imported it back)."""
+    import ast
+    from pathlib import Path
+
+    import detectors.jaanet.detector as det
+
+    imported = {n.module for n in ast.walk(ast.parse(Path(det.__file__).read_text()))
+                if isinstance(n, ast.ImportFrom)}
+    assert "detectors.jaanet.train" not in imported and "detectors.jaanet.config" in imported

@@ -211,3 +211,19 @@ def test_crop_to_chip_is_the_documented_similarity():
     torch.testing.assert_close(chip[0, 0], want_x.view(1, -1).expand(150, 150), atol=1e-3, rtol=0)
     torch.testing.assert_close(chip[0, 1], want_y.view(-1, 1).expand(150, 150), atol=1e-3, rtol=0)
     torch.testing.assert_close(crop_to_chip(torch.full((1, 3, 64, 64), -1.0)), torch.zeros(1, 3, 150, 150))
+
+
+def test_every_face_recognition_models_user_goes_through_one_locator(monkeypatch):
+    """The landmarker, the fidelity check and the identity network all find dlib's models by default_model_path:
+    without the package, each says what to install (FileNotFoundError: one line, exit 2 in the CLI)."""
+    import importlib.util
+
+    from pipelines import fidelity
+    from pipelines.landmarks import DlibLandmarker
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
+    for load in (DlibLandmarker, fidelity._face_net, lambda: load_dlib_face_net(device="cpu")):
+        with pytest.raises(FileNotFoundError, match=r"face_recognition_models package is not installed.*pip install"):
+            load()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,8 @@ from detectors.base import scores_table
 from detectors.frames import FrameSource
 from detectors.jaanet import data
 from detectors.jaanet.model import JaaNet
-from detectors.jaanet.train import JaaNetConfig, config_from_json, config_json
+from detectors.jaanet.config import JaaNetConfig, config_from_json, config_json
+from lacgan.atomic import replacing, write_text
 from lacgan.device import pick_device
 from manifests.aus import AUS
 
@@ -27,15 +27,12 @@ WEIGHTS, CONFIG = "jaanet.safetensors", "config.json"
 def save_weights(net: JaaNet, cfg: JaaNetConfig, out_dir, au_weights: np.ndarray, summary: dict) -> Path:
     """Weights (safetensors) then config JSON, each written to a temp file and renamed."""
     out_dir = Path(out_dir)
-    tmp = out_dir / (WEIGHTS + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    os.replace(tmp, out_dir / WEIGHTS)
+    with replacing(out_dir / WEIGHTS) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     digest = hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest()[:16]
     meta = {"detector": "jaanet", "config": config_json(cfg), "au_weights": au_weights.tolist(),
             "weights_sha256_16": digest, "summary": summary}
-    tmp = out_dir / (CONFIG + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    os.replace(tmp, out_dir / CONFIG)
+    write_text(out_dir / CONFIG, json.dumps(meta, indent=2, default=str))
     return out_dir / WEIGHTS
 
 
@@ -63,7 +60,7 @@ class JaaNetDetector:
         meta = json.loads((d / CONFIG).read_text())
         if meta.get("detector") != "jaanet":
             raise ValueError(f"{d / CONFIG}: written for detector {meta.get('detector')!r}, not jaanet")
-        cfg = config_from_json(meta["config"])
+        cfg = config_from_json(meta["config"], str(d / CONFIG))
         dev = pick_device(device or cfg.device)
         net = JaaNet(crop=cfg.crop, unit=cfg.unit)
         net.load_state_dict(load_file(str(d / WEIGHTS)))

@@ -19,62 +19,24 @@ the frames actually trained on.
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from detectors.jaanet import data
+from detectors.jaanet.config import PRESETS, JaaNetConfig, lr_at
+from detectors.jaanet.detector import JaaNetDetector, save_weights
 from detectors.jaanet.landmarks import interocular, to_49
 from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
                                      landmark_loss)
 from detectors.jaanet.model import JaaNet
+from lacgan.atomic import replacing
 from lacgan.device import pick_device
 from lacgan.progress import progress as show_progress
 from manifests.aligned import AlignedStore
-
-
-@dataclass(frozen=True)
-class JaaNetConfig:
-    input_size: int = 200  # faces resized to this before cropping (paper: 200)
-    crop: int = 176  # random crop for training, centre crop for testing (paper: 176)
-    unit: int = 8  # channel unit; widths are multiples of it (reference code: 8)
-    batch_size: int = 8  # paper/reference: 8
-    epochs: int = 12  # reference: 12
-    lr: float = 0.01  # initial SGD learning rate
-    lr_gamma: float = 0.3  # lr × 0.3 ...
-    lr_step: int = 2  # ... every 2 epochs
-    momentum: float = 0.9  # Nesterov momentum
-    weight_decay: float = 5e-4
-    lambda_au: float = 1.0  # AU loss (softmax + Dice) weight
-    lambda_land: float = 0.5  # landmark loss weight
-    lambda_refine: float = 2e-4  # attention refinement weight, divided by refine_lr_mult in the total loss
-    refine_lr_mult: float = 2.0  # the refine module learns at 2× the base lr
-    flip: bool = True  # random mirrors in training
-    colour_jitter: float = 0.0  # photometric augmentation strength (data.colour_jitter); not in the paper
-    seed: int = 0
-    device: str = "auto"  # lacgan.device.pick_device
-
-
-PRESETS: dict[str, JaaNetConfig] = {
-    "paper": JaaNetConfig(),
-    # CPU: 108-px faces cropped to 96 (the paper's 0.88 crop ratio), a quarter of the channels, batch 16, and a
-    # schedule stretched for ~3,000 steps instead of the paper's ~10^5: 18 epochs, lr × 0.3 every 5, colour
-    # jitter 0.2. Chosen on development splits of the cohort's folds 1-2 (6 subjects train, 2 validate; fold 3
-    # never looked at): the paper's lr step (6-12 epochs) gave +14 F1 over the always-present baseline, this
-    # schedule +18/+25, with jitter +24/+36 (docs/detectors.md). 13.6 minutes on 2 cores for 2,560 frames.
-    "cpu": JaaNetConfig(input_size=108, crop=96, unit=2, batch_size=16, epochs=18, lr_step=5, colour_jitter=0.2),
-    # The 30-minute demo's share: the `cpu` preset on a shorter schedule (10 epochs, lr × 0.3 every 3, the same
-    # number of decays), ~7.5 minutes on 2 cores for 2,560 frames. Sized by time, not tuned.
-    "demo": JaaNetConfig(input_size=108, crop=96, unit=2, batch_size=16, epochs=10, lr_step=3, colour_jitter=0.2),
-}
-
-
-def lr_at(cfg: JaaNetConfig, epoch: int) -> float:
-    return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step)
 
 
 def build_optimizer(net: JaaNet, cfg: JaaNetConfig) -> torch.optim.SGD:
@@ -116,30 +78,23 @@ def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extr
             "store": str(store.path), "extra": [[e.frames.name, len(e.frames)] for e in extra]}
     if path.exists() and key.exists() and json.loads(key.read_text()) == want:
         return np.load(path, mmap_mode="r")
-    tmp = out_dir / "train_cache.tmp.npy"
     n = len(rows) + sum(len(e.frames) for e in extra)
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-    step = 256
-    for i in show_progress(range(0, len(rows), step), total=-(-len(rows) // step), desc="jaanet: caching training crops",
-                           mode=progress, leave=False):
-        arr[i:min(i + step, len(rows))] = data.resize_images(store.read(rows[i:i + step])[0], size)
-    i = len(rows)
-    for e in extra:
-        for _, im in show_progress(e.frames.batches(step), total=-(-len(e.frames) // step),
-                                   desc="jaanet: caching extra crops", mode=progress, leave=False):
-            arr[i:i + len(im)] = data.resize_images(im, size)
-            i += len(im)
-    arr.flush()
-    del arr
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        step = 256
+        for i in show_progress(range(0, len(rows), step), total=-(-len(rows) // step),
+                               desc="jaanet: caching training crops", mode=progress, leave=False):
+            arr[i:min(i + step, len(rows))] = data.resize_images(store.read(rows[i:i + step])[0], size)
+        i = len(rows)
+        for e in extra:
+            for _, im in show_progress(e.frames.batches(step), total=-(-len(e.frames) // step),
+                                       desc="jaanet: caching extra crops", mode=progress, leave=False):
+                arr[i:i + len(im)] = data.resize_images(im, size)
+                i += len(im)
+        arr.flush()
+        del arr
     key.write_text(json.dumps(want))
     return np.load(path, mmap_mode="r")
-
-
-def _atomic_torch_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, minutes: float | None = None,
@@ -147,8 +102,6 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
     """Train on every fold but `test_fold` (plus `extra` frames, same budget: module doc), stop after `minutes`
     of training if given; save; score the held-out fold. `overrides` replace JaaNetConfig fields of the preset
     (e.g. epochs=1). `progress`: a lacgan.progress mode."""
-    from detectors.jaanet.detector import JaaNetDetector, save_weights
-
     if preset not in PRESETS:
         raise KeyError(f"unknown JAA-Net preset {preset!r}; choose one of {sorted(PRESETS)}")
     cfg = replace(PRESETS[preset], **overrides)
@@ -186,7 +139,7 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
         start_epoch = int(state["epoch"])
         print(f"jaanet: resuming from {ckpt} at epoch {start_epoch}")
 
-    spent_file = out_dir / "progress.json"
+    spent_file = out_dir / "progress.json"  # minutes trained so far (not `progress`: that is the display mode)
     spent_before = json.loads(spent_file.read_text())["minutes"] if ckpt.exists() and spent_file.exists() else 0.0
     t0, cpu0 = time.time(), time.process_time()
     budget = None if minutes is None else minutes * 60 - spent_before * 60
@@ -217,8 +170,9 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
         if stopped:
             break
         completed = epoch + 1
-        _atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": completed,
-                            "config": json.dumps(asdict(cfg), sort_keys=True)}, ckpt)
+        with replacing(ckpt) as tmp:
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": completed,
+                        "config": json.dumps(asdict(cfg), sort_keys=True)}, tmp)
         spent_file.write_text(json.dumps({"minutes": spent_before + (time.time() - t0) / 60}))
     train_minutes = spent_before + (time.time() - t0) / 60
 
@@ -245,10 +199,3 @@ def _evaluate(detector, store_path, test_fold: int) -> dict:
     table = au_metrics(frames.labels, detector.score(frames), detector.supported_aus, frames.frame_ids)
     return {"metrics": table.to_dict(orient="records")}
 
-
-def config_from_json(d: dict) -> JaaNetConfig:
-    return JaaNetConfig(**{k: v for k, v in d.items() if k in JaaNetConfig.__dataclass_fields__})
-
-
-def config_json(cfg: JaaNetConfig) -> dict:
-    return asdict(cfg)

@@ -27,7 +27,8 @@ from lacgan.ganimation.losses import PHASES, STEPPED, Batch, GanimationLoss
 from lacgan.ganimation.networks import Models
 from lacgan.progress import progress as show_progress
 from lacgan.samples import EXPRESSIONS, expression_targets, grid, save_png, write_samples
-from lacgan.train import TrainResult, _check_finite, _report, _write_text
+from lacgan.atomic import write_text
+from lacgan.train import TrainResult, _check_finite, _report
 from manifests.aus import AUS
 
 AU_NAMES = [f"AU{a}" for a in AUS]  # per-AU terms are reported under these keys
@@ -67,7 +68,7 @@ def train(
     tc, oc, out_dir = config.train, config.optim, Path(out_dir)
     device = device if isinstance(device, torch.device) else pick_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out_dir / "config.json", config.to_json())
+    write_text(out_dir / "config.json", config.to_json())
     models.to(device).train()
     nets = models.named()
     base_lr = {"G": oc.lr_G, "D": oc.lr_D}

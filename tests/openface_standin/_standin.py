@@ -7,10 +7,12 @@ Switches common to both (environment variables, for failure tests):
   STANDIN_MODE=exit1      exit with code 1 and an error on stderr
   STANDIN_MODE=nocen      print OpenFace's message for a missing CE-CLM model on stdout, exit 1 (as 2.0.6 does)
   STANDIN_MODE=sleep      sleep 30 s (timeout tests)
+  STANDIN_MODE=crash      die of SIGSEGV before writing anything, as a broken build does (no output, no exit code)
   STANDIN_ONLY=TEXT       apply STANDIN_MODE only when the -fdir path contains TEXT
   STANDIN_ARGS_LOG=FILE   append the received argument list (one line, tab-separated) to FILE
 """
 import os
+import signal
 import sys
 import time
 
@@ -48,4 +50,6 @@ def common_mode() -> tuple[str, int | None]:
         return mode, 1
     if mode == "sleep":
         time.sleep(30)
+    if mode == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
     return mode, None
