@@ -53,7 +53,7 @@ def _jaanet(weights):
     if weights:
         return JaaNetDetector.load(weights), "trained"
     cfg = PRESETS["cpu"]
-    return JaaNetDetector(JaaNet(crop=cfg.crop, unit=cfg.unit), cfg, {}), "fresh weights (cpu preset)"
+    return JaaNetDetector(JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions), cfg, {}), "fresh weights (cpu preset)"
 
 
 def _hogsvm(weights, dim_from: FrameSource):

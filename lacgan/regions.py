@@ -1,7 +1,7 @@
 """AU regions of interest from 68 landmarks, by the EAC-Net / JAA-Net centre rules (paper Sec. 3.1, Eq. 1).
 
 Two rules, chosen by name everywhere a map is drawn (`RULES`; the GAN's `NetConfig.regions`, JAA-Net's
-`JaaNetConfig.regions`, and every report say which they use):
+`JaaNetConfig.regions`; both are in the configs saved beside every checkpoint and score file):
 
 `reference` — PyTorch-JAANet's `network.py` `generate_map`, re-derived (its 49-point indices in iBUG-68 terms).
 Scale = |x39 − x42|, the horizontal distance of the inner eye corners; offsets run along image y (crops are

@@ -263,3 +263,21 @@ def test_jaanet_modules_import_no_cycle():
     imported = {n.module for n in ast.walk(ast.parse(Path(det.__file__).read_text()))
                 if isinstance(n, ast.ImportFrom)}
     assert "detectors.jaanet.train" not in imported and "detectors.jaanet.config" in imported
+
+
+def test_the_configs_region_rule_reaches_the_networks_maps():
+    from detectors.jaanet.config import PRESETS, config_from_json, config_json
+
+    assert all(p.regions == "wide" for p in PRESETS.values())  # the rule the presets were chosen with
+    ref = replace(PRESETS["cpu"], regions="reference")
+    assert config_from_json(config_json(ref)).regions == "reference"  # saved beside the weights, read back
+    torch.manual_seed(0)
+    a, b = JaaNet(crop=64, unit=2, regions="wide").eval(), JaaNet(crop=64, unit=2, regions="reference").eval()
+    with torch.no_grad():  # a landmark head that puts a face in the crop (fresh weights put every point near 0)
+        a.align_out[-1].weight.zero_()
+        a.align_out[-1].bias.copy_(torch.from_numpy(to_49(_face68(64)).reshape(-1).astype(np.float32)))
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    assert ya["maps"].amax() > 0.5 and not torch.allclose(ya["maps"], yb["maps"])  # same weights, the rule's maps

@@ -28,6 +28,8 @@ class JaaNetConfig:
     refine_lr_mult: float = 2.0  # the refine module learns at 2× the base lr
     flip: bool = True  # random mirrors in training
     colour_jitter: float = 0.0  # photometric augmentation strength (data.colour_jitter); not in the paper
+    regions: str = "wide"  # the attention maps' rule (lacgan.regions.RULES): "wide", the rule every preset was
+    #                        chosen with; "reference" = PyTorch-JAANet's generate_map
     seed: int = 0
     device: str = "auto"  # lacgan.device.pick_device
 

@@ -62,7 +62,7 @@ class JaaNetDetector:
             raise ValueError(f"{d / CONFIG}: written for detector {meta.get('detector')!r}, not jaanet")
         cfg = config_from_json(meta["config"], str(d / CONFIG))
         dev = pick_device(device or cfg.device)
-        net = JaaNet(crop=cfg.crop, unit=cfg.unit)
+        net = JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions)
         net.load_state_dict(load_file(str(d / WEIGHTS)))
         return cls(net.to(dev), cfg, meta, batch_size=batch_size, precision=precision)
 

@@ -125,12 +125,12 @@ def feature_stack(cin: int, unit: int, groups: int = 1) -> nn.Sequential:
 
 
 class JaaNet(nn.Module):
-    def __init__(self, crop: int = 176, unit: int = 8, n_aus: int = N_AUS):
+    def __init__(self, crop: int = 176, unit: int = 8, n_aus: int = N_AUS, regions: str = "wide"):
         super().__init__()
         if crop % 16 or crop < 48:
             raise ValueError(f"JaaNet: crop {crop} must be a multiple of 16 and ≥ 48 (8×8 patch grids at full and "
                              f"half size; three 2× pools after the region layers)")
-        self.crop, self.unit, self.n_aus = crop, unit, n_aus
+        self.crop, self.unit, self.n_aus, self.regions = crop, unit, n_aus, regions
         self.map_size = crop // 4  # region features and refined attention maps
         s = self.map_size // 2 // 2 // 2  # after a feature stack (floor at each pool: 44 -> 5)
         feat = 20 * unit * s * s
@@ -177,7 +177,7 @@ class JaaNet(nn.Module):
         # Maps are drawn at (m+8)² around the same centre so the unpadded refine convs return m²:
         # a (m+8)-px map over a crop scaled by (m+8)/m; shift landmarks by 4 map px = 4·crop/m crop px.
         pad = 4 * self.crop / m
-        pre = predefined_maps(lm.detach().float().cpu().numpy() + pad, self.crop + 2 * pad, m + 8)
+        pre = predefined_maps(lm.detach().float().cpu().numpy() + pad, self.crop + 2 * pad, m + 8, self.regions)
         pre = torch.from_numpy(pre).to(x.device)
         if loop:
             refined, local = self._per_au_loop(feat, pre)

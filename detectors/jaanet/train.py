@@ -124,7 +124,7 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
     images = _cache(store, rows, cfg.input_size, out_dir, extra, progress)
     w = torch.from_numpy(au_weights(labels)).to(dev)
 
-    net = JaaNet(crop=cfg.crop, unit=cfg.unit).to(dev)
+    net = JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions).to(dev)
     off = data.centre_offset(cfg.input_size, cfg.crop)
     net.init_landmarks(lm49_in.mean(0) - off)
     opt = build_optimizer(net, cfg)
