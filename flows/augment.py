@@ -22,6 +22,7 @@ from prefect import flow
 
 from detectors.openface_config import Grouping, OpenFaceConfig, optional_settings
 from flows import tasks as t
+from lacgan.checkpoint import region_rule
 from pipelines.compare import METHODS
 
 OPENFACE = OpenFaceConfig()  # defaults of the OpenFace parameters below (configured in detectors/openface_config)
@@ -231,6 +232,7 @@ def _one_fold(p: AugmentPreset, lay: Layout, store: str, test_fold: int, workers
                                                                        test_fold, model=baseline)
         synth_b = t.generate(plan_path, store, run, b.synth, workers, scheduler, p.frames_per_shard)
         scores_b = t.score(store, synth_b, dets, b.scores, test_fold, openface, cf)
-        md_b = t.report(scores_b, synth_b, store, b.report, run, p.identity_pairs, cf)
+        md_b = t.report(scores_b, synth_b, store, b.report, run, p.identity_pairs, cf,
+                        regions=region_rule(gan))  # measured in LAC-GAN's regions, as LAC-GAN's report is
         t.compare({METHODS["lacgan"]: str(Path(md).parent), METHODS[baseline]: str(Path(md_b).parent)}, b.comparison)
     return md

@@ -159,11 +159,12 @@ def score(store: str, synth: str, detectors: dict[str, str | None], scores: str,
 
 @task(**IO_RETRIES)
 def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None = None,
-           identity_pairs: int = 64, counterfactual: str | None = None) -> str:
+           identity_pairs: int = 64, counterfactual: str | None = None, regions: str | None = None) -> str:
+    """`regions`: the AU region rule to measure locality in (None: the synthetic set's generator's)."""
     from pipelines.report import ReportConfig, write_report
 
     return str(write_report(scores, synth, store, out, ReportConfig(checkpoint=checkpoint,
-                                                                    identity_pairs=identity_pairs),
+                                                                    identity_pairs=identity_pairs, regions=regions),
                             counterfactual=counterfactual))
 
 

@@ -146,6 +146,14 @@ def model_kind(path) -> str:
     return _state(path)[2]
 
 
+def region_rule(path) -> str | None:
+    """The AU region rule (lacgan.regions.RULES) a run or checkpoint directory's generator composites with;
+    None for a model without regions (GANimation)."""
+    ck, state, kind = _state(path)
+    net = (state.get("config") or {}).get("net") or {}
+    return net.get("regions", "reference") if kind == "lacgan" else None
+
+
 def load_checkpoint(path, with_optim: bool = True, map_location="cpu", model: str | None = None) -> Checkpoint:
     """Read a checkpoint (run dir, checkpoints dir or checkpoint dir); tensors only, no pickled code.
     `model` (a key of CONFIGS) refuses a checkpoint of another model kind with a clear error."""

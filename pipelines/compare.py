@@ -81,14 +81,16 @@ def method_record(report_dir) -> dict:
 
 
 def check_protocol(records: dict[str, dict]) -> None:
-    """ComparisonError unless every report used the same store, plan, test fold, counterfactual set, detectors."""
+    """ComparisonError unless every report used the same store, plan, test fold, counterfactual set, detectors and
+    AU region rule (outside-region change and the counterfactual error are measured inside those regions)."""
     (first, a), *rest = records.items()
     for name, b in rest:
         for what, get in (("aligned store", lambda r: r["meta"]["store"]),
                           ("plan", lambda r: r["generation"].get("plan_sha256")),
                           ("test fold", lambda r: r["meta"]["test_fold"]),
                           ("counterfactual set", lambda r: r["meta"].get("counterfactual")),
-                          ("detectors", lambda r: sorted(r["table1"]))):
+                          ("detectors", lambda r: sorted(r["table1"])),
+                          ("AU region rule", lambda r: r["meta"].get("regions"))):
             if get(a) != get(b):
                 raise ComparisonError(f"{b['dir']}: made with another {what} than {a['dir']} ({name}: {get(b)!r}, "
                                       f"{first}: {get(a)!r}); compare reports of the same plan and detectors")

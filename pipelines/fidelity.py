@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lacgan.dlib_format import FACE_MODEL_FILE, default_model_path
-from lacgan.regions import attention_maps
+from lacgan.regions import DEFAULT_RULE, attention_maps
 from manifests.aligned import AlignedStore
 
 SAME_PERSON = 0.6  # dlib's threshold for "same person" on its descriptor distance
@@ -30,7 +30,7 @@ OUTSIDE_THRESHOLD = 8  # grey levels: an outside-region change above this counts
 
 
 def outside_change(store_path, synth_images, source_rows: np.ndarray, batch: int = 64,
-                   threshold: int = OUTSIDE_THRESHOLD) -> tuple[dict, dict[str, np.ndarray]]:
+                   threshold: int = OUTSIDE_THRESHOLD, rule_name: str = DEFAULT_RULE) -> tuple[dict, dict[str, np.ndarray]]:
     """Change outside every AU region, as a summary and as maps of where it happens.
 
     Summary: `max_change_outside_regions` (grey levels, any channel), `frames_with_change`, `frames`;
@@ -39,7 +39,8 @@ def outside_change(store_path, synth_images, source_rows: np.ndarray, batch: int
     the mean share (%) of the crop that lies outside every region. Maps (S, S) float32: `changed` / `changed_over`,
     per pixel the share of frames (where that pixel is outside every region) in which it changed (> 0 /
     > threshold), NaN where it never is; `mean_source`, the mean source face (uint8 (S, S, 3)) to read them on;
-    `threshold` (0-d)."""
+    `threshold` (0-d). The regions are drawn by `rule_name` (lacgan.regions.RULES): the generator's own rule,
+    or LAC-GAN's when measuring a model without regions beside it."""
     store = AlignedStore.open(store_path)
     size = store.size
     worst, changed = 0, 0
@@ -50,7 +51,7 @@ def outside_change(store_path, synth_images, source_rows: np.ndarray, batch: int
         rows = source_rows[i:i + batch]
         src, lm, _ = store.read(rows)
         syn = np.asarray(synth_images[i:i + len(rows)])
-        outside = (attention_maps(lm, size) == 0).all(axis=1)  # (n, S, S)
+        outside = (attention_maps(lm, size, rule_name) == 0).all(axis=1)  # (n, S, S)
         diff = np.abs(syn.astype(np.int16) - src.astype(np.int16)).max(axis=-1)
         diff = np.where(outside, diff, 0)
         per_frame = diff.reshape(len(rows), -1).max(axis=1)
@@ -66,7 +67,8 @@ def outside_change(store_path, synth_images, source_rows: np.ndarray, batch: int
         n_over += (diff > threshold).sum(axis=0)
         face += src.sum(axis=0)
     pct = lambda v: float(100 * np.mean(v)) if len(v) else None  # noqa: E731
-    summary = {"max_change_outside_regions": worst, "frames_with_change": changed, "frames": int(len(source_rows)),
+    summary = {"regions": rule_name, "max_change_outside_regions": worst, "frames_with_change": changed,
+               "frames": int(len(source_rows)),
                "changed_share": pct(shares), "changed_share_over": pct(shares_over), "threshold": int(threshold),
                "outside_share": pct(outside_px)}
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -77,12 +79,14 @@ def outside_change(store_path, synth_images, source_rows: np.ndarray, batch: int
     return summary, maps
 
 
-def locality(store_path, synth_images, source_rows: np.ndarray, batch: int = 64) -> dict:
-    """The summary of `outside_change` (LAC-GAN's `max_change_outside_regions` must be 0)."""
-    return outside_change(store_path, synth_images, source_rows, batch)[0]
+def locality(store_path, synth_images, source_rows: np.ndarray, batch: int = 64,
+             rule_name: str = DEFAULT_RULE) -> dict:
+    """The summary of `outside_change` (LAC-GAN's `max_change_outside_regions` must be 0 under its own rule)."""
+    return outside_change(store_path, synth_images, source_rows, batch, rule_name=rule_name)[0]
 
 
-def counterfactual_error(store_path, synth_images, cf_images, synth, batch: int = 64) -> dict:
+def counterfactual_error(store_path, synth_images, cf_images, synth, batch: int = 64,
+                         rule_name: str = DEFAULT_RULE) -> dict:
     """{"AU1": {n_edits, l1_synthetic, l1_source, psnr_synthetic, psnr_source, closer_share}, ..., "all": {...}};
     `synth` is the synthetic manifest (plan_row, source_row, AU targets), in the images' order."""
     from manifests.aus import AUS
@@ -98,7 +102,7 @@ def counterfactual_error(store_path, synth_images, cf_images, synth, batch: int 
         syn = np.asarray(synth_images[i:i + len(rows)]).astype(np.float64)
         cf = np.asarray(cf_images[i:i + len(rows)]).astype(np.float64)
         src = src.astype(np.float64)
-        regions = attention_maps(lm, store.size) > 0  # (n, 12, S, S)
+        regions = attention_maps(lm, store.size, rule_name) > 0  # (n, 12, S, S)
         t = targets[i:i + len(rows)]
         changed = (t != -1) & (lab != -1) & (t != lab)  # (n, 12)
         for k, j in zip(*np.nonzero(changed)):

@@ -54,6 +54,8 @@ class ReportConfig:
     identity_pairs: int = 64  # source/synthetic pairs for the dlib identity distance (0.15 s per descriptor)
     grid_faces: int = 3  # test faces in the figure grids
     seed: int = 0  # which pairs/faces are sampled
+    regions: str | None = None  # AU region rule for locality and the counterfactual error; None = the rule of the
+    #                             synthetic set's generator (its checkpoint), the reference rule for GANimation
 
 
 # ---- Markdown and CSV ----------------------------------------------------------------------------------------
@@ -207,7 +209,8 @@ def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig 
     images = open_images(synth_out)
     sources = synth["source_row"].to_numpy()
     edits = {"synthetic": edit_metrics(scores, synth, supported)}
-    locality, maps = fidelity.outside_change(store_path, images, sources)
+    rule_name = cfg.regions or generator_regions(synth_out)
+    locality, maps = fidelity.outside_change(store_path, images, sources, rule_name=rule_name)
     fid = {"locality": locality,
            "identity": fidelity.identity(store_path, images, sources, cfg.identity_pairs, cfg.seed)}
     write_maps(out_dir / OUTSIDE_MAPS, maps)
@@ -216,7 +219,7 @@ def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig 
     if counterfactual is not None:
         edits["counterfactual"] = edit_metrics(scores, synth, supported, edited_set="counterfactual")
         fid["counterfactual_error"] = fidelity.counterfactual_error(store_path, images, open_images(counterfactual),
-                                                                    synth)
+                                                                    synth, rule_name=rule_name)
         figs.append(figures.counterfactual_grid(store_path, images, open_images(counterfactual), synth,
                                                 out_dir / "figures" / "counterfactual_grid.png", cfg.seed))
     _write_text(out_dir / "edits.json", json.dumps({"edits": edits, "pooled": {
@@ -230,7 +233,8 @@ def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig 
             "counterfactual_unavailable": cf_note, "store": str(Path(store_path).resolve()),
             "test_fold": info["test_fold"], "source_policy": policy, "settings": info["settings"],
             "frames": {s: int(scores.loc[scores["set"] == s, "frame_id"].nunique()) for s in scores["set"].unique()},
-            "checkpoint_sha256": sorted(synth["checkpoint_sha256"].unique().tolist()), "config": asdict(cfg)}
+            "checkpoint_sha256": sorted(synth["checkpoint_sha256"].unique().tolist()), "regions": rule_name,
+            "config": asdict(cfg)}
     _write_text(out_dir / "report.json", json.dumps(meta, indent=2))
     page = [f"# Table 1 report ({dataset})", "",
             f"Test fold {info['test_fold']}; real test frames: {meta['frames'].get('real', 0)}; synthetic frames: "
@@ -261,9 +265,23 @@ def _pct(v) -> str:
     return DASH if v is None else f"{v:.2f}%"
 
 
+def generator_regions(synth_out) -> str:
+    """The region rule of the generator that wrote a synthetic set (its generation.json's checkpoint); the
+    reference rule when the generator has none (GANimation) or the checkpoint is gone."""
+    from lacgan.checkpoint import CheckpointError, region_rule
+    from lacgan.regions import DEFAULT_RULE
+
+    try:
+        checkpoint = json.loads((Path(synth_out) / "generation.json").read_text())["checkpoint"]
+        return region_rule(checkpoint) or DEFAULT_RULE
+    except (OSError, KeyError, ValueError, CheckpointError):
+        return DEFAULT_RULE
+
+
 def _fidelity_markdown(fid: dict) -> str:
     loc, idn = fid.get("locality", {}), fid.get("identity", {})
-    lines = [f"Locality: largest change of any pixel outside every AU region = **{loc.get('max_change_outside_regions')}**"
+    lines = [f"Locality (regions drawn by the `{loc.get('regions')}` rule): largest change of any pixel outside every "
+             f"AU region = **{loc.get('max_change_outside_regions')}**"
              f" grey levels over {loc.get('frames')} frames ({loc.get('frames_with_change')} frames with any change; "
              f"LAC-GAN composites its regions back, so 0 by construction). Outside pixels changed, mean per frame: "
              f"**{_pct(loc.get('changed_share'))}** (> 0), **{_pct(loc.get('changed_share_over'))}** "

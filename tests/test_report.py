@@ -262,3 +262,36 @@ def test_detector_tables_say_how_far_training_went(training, expected):
     assert expected in rep.detector_markdown("jaanet", t1["jaanet"])
     plain = table1(df, {"jaanet": list(AUS)}, synth)  # no training record (e.g. OpenFace): no sentence
     assert "epochs" not in rep.detector_markdown("jaanet", plain["jaanet"])
+
+
+def test_locality_is_measured_in_the_generators_own_regions(tmp_path):
+    """A change inside the `wide` regions but outside every `reference` region: 0 under the generator's rule
+    (wide), visible under the other; the report takes the rule from the synthetic set's checkpoint."""
+    import torch
+
+    from lacgan.checkpoint import region_rule, save_checkpoint
+    from lacgan.config import preset
+    from lacgan.regions import attention_maps
+    from manifests.aligned import AlignedStore
+    from pipelines import fidelity
+
+    store = make_store(tmp_path, size=64)
+    src, lm, _ = AlignedStore.open(store).read(np.arange(4))
+    only_wide = (attention_maps(lm, 64, "wide") > 0).any(1) & (attention_maps(lm, 64, "reference") == 0).all(1)
+    assert only_wide.any()
+    edited = src.astype(np.int16)
+    edited[only_wide] += 20
+    edited = np.clip(edited, 0, 255).astype(np.uint8)
+    wide = fidelity.locality(store, edited, np.arange(4), rule_name="wide")
+    ref = fidelity.locality(store, edited, np.arange(4), rule_name="reference")
+    assert wide["max_change_outside_regions"] == 0 and wide["regions"] == "wide"
+    assert ref["max_change_outside_regions"] == 20 and ref["frames_with_change"] == 4
+
+    cfg = preset("smoke")
+    assert cfg.net.regions == "wide"
+    save_checkpoint(tmp_path / "run", 1, cfg, {"G": torch.nn.Linear(1, 1)}, {})
+    assert region_rule(tmp_path / "run") == "wide"
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "generation.json").write_text(json.dumps({"checkpoint": str(tmp_path / "run")}))
+    assert rep.generator_regions(tmp_path / "synth") == "wide"
+    assert rep.generator_regions(tmp_path / "no-such-set") == "reference"  # GANimation / unknown: the reference
