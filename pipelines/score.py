@@ -178,6 +178,17 @@ def _part_current(path: Path, fingerprint: bytes) -> bool:
         return False
 
 
+def _load(spec: DetectorSpec, load_detector):
+    """The detector of `spec`; unreadable weights or config (e.g. an unknown JAA-Net config field) are one
+    ScoreError naming the folder, as `lacgan detect score` reports them."""
+    try:
+        return load_detector(spec.name, spec.weights, **spec.settings)
+    except ScoreError:
+        raise
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise ScoreError(f"{spec.weights}: cannot load detector {spec.name!r}: {e}") from None
+
+
 def score_all(store_path, synth_out, detectors: list[DetectorSpec], out_path, test_fold: int = 3,
               counterfactual=None) -> Path:
     """Score real, synthetic (and counterfactual) frames with every detector into one long Parquet table."""
@@ -201,7 +212,7 @@ def score_all(store_path, synth_out, detectors: list[DetectorSpec], out_path, te
             fp = _fingerprint(counterfactual if set_name == "counterfactual" else synth_out, spec)
             part = parts_dir / f"{spec.name}-{set_name}.parquet"
             if not _part_current(part, fp):  # resume: parts of the same run and detector are kept
-                det = det or load_detector(spec.name, spec.weights, **spec.settings)
+                det = det or _load(spec, load_detector)
                 log.info("scoring %d %s frames with %s", len(frames), set_name, spec.name)
                 meta = {b"lacgan.supported_aus": json.dumps({spec.name: [int(a) for a in det.supported_aus]}).encode(),
                         b"lacgan.fingerprint": fp,

@@ -218,6 +218,12 @@ def test_missing_inputs_fail_clearly(report_dir, tmp_path):
     store = root / "aligned.zarr"
     with pytest.raises(ScoreError, match="no weights for detector 'jaanet'"):
         score_all(store, root / "synth", [DetectorSpec("jaanet", str(tmp_path / "none"))], tmp_path / "s.parquet")
+    import shutil
+
+    shutil.copytree(root / "hogsvm", tmp_path / "broken")
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(ScoreError, match="broken: cannot load detector 'hogsvm'"):
+        score_all(store, root / "synth", [DetectorSpec("hogsvm", str(tmp_path / "broken"))], tmp_path / "s.parquet")
     with pytest.raises(ScoreError, match="no detectors configured"):
         score_all(store, root / "synth", [], tmp_path / "s.parquet")
     with pytest.raises(ValueError, match="unreadable generation record|no synthetic store here"):
