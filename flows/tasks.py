@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -23,14 +24,14 @@ def run_cli(args: list[str]) -> None:
     cmd = [sys.executable, "-m", "flows.cli", *args]
     logger = get_run_logger()
     logger.info("running %s", " ".join(cmd))
-    tail: list[str] = []
+    tail: deque[str] = deque(maxlen=5)  # the child's last lines, for the error message
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
         for line in proc.stdout:
             line = line.rstrip()
             if line:
                 logger.info("%s", line)
-                tail = (tail + [line])[-5:]
+                tail.append(line)
     if proc.returncode != 0:
         last = f": {' | '.join(tail)}" if tail else ""
         raise RuntimeError(f"`lacgan {' '.join(args)}` failed with exit code {proc.returncode}{last}")

@@ -270,11 +270,11 @@ def generator_regions(synth_out) -> str:
     reference rule when the generator has none (GANimation) or the checkpoint is gone."""
     from lacgan.checkpoint import CheckpointError, region_rule
     from lacgan.regions import DEFAULT_RULE
+    from pipelines.score import ScoreError, read_generation
 
     try:
-        checkpoint = json.loads((Path(synth_out) / "generation.json").read_text())["checkpoint"]
-        return region_rule(checkpoint) or DEFAULT_RULE
-    except (OSError, KeyError, ValueError, CheckpointError):
+        return region_rule(read_generation(synth_out)["checkpoint"]) or DEFAULT_RULE
+    except (KeyError, ScoreError, CheckpointError):
         return DEFAULT_RULE
 
 

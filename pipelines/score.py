@@ -97,7 +97,8 @@ def frame_sources(store_path, synth_out, test_fold: int, counterfactual=None):
     return sources
 
 
-def _generation(out) -> dict:
+def read_generation(out) -> dict:
+    """A synthetic (or counterfactual) folder's generation.json; ScoreError naming it when unreadable."""
     path = Path(out) / "generation.json"
     try:
         return json.loads(path.read_text())
@@ -110,7 +111,7 @@ def check_folds(synth_out, detectors: list[DetectorSpec], test_fold: int, counte
     counterfactual set (if any) was drawn for the same plan as the synthetic set."""
     from pipelines.plan import plan_config
 
-    gen = _generation(synth_out)
+    gen = read_generation(synth_out)
     cfg = plan_config(gen.get("plan", "")) if gen.get("plan") else None
     if cfg and cfg.get("policy") == "match-test" and int(cfg.get("test_fold", test_fold)) != test_fold:
         raise ScoreError(f"{gen['plan']}: the plan matches test fold {cfg['test_fold']}, but fold {test_fold} is "
@@ -129,7 +130,7 @@ def check_folds(synth_out, detectors: list[DetectorSpec], test_fold: int, counte
             raise ScoreError(f"{spec.weights}: detector {spec.name!r} held out fold {trained}, but fold {test_fold} "
                              f"is being scored (train it with --test-fold {test_fold})")
     if counterfactual is not None:
-        cf = _generation(counterfactual)
+        cf = read_generation(counterfactual)
         if cf.get("plan_sha256") != gen.get("plan_sha256"):
             raise ScoreError(f"{counterfactual}: counterfactual frames of another plan than {synth_out}'s "
                              f"(plan sha256 {str(cf.get('plan_sha256'))[:12]} vs {str(gen.get('plan_sha256'))[:12]})")
