@@ -254,10 +254,11 @@ class _Executor:
     """Where the shards run: this process (ShardStream) or a Dask client (one task per shard)."""
 
     def __init__(self, cfg: GenerateConfig):
-        self.cfg, self.client, self.cluster = cfg, None, None
+        self.cfg, self.client, self.cluster, self.environ = cfg, None, None, None
 
     def __enter__(self) -> "_Executor":
         if not self.cfg.in_process:
+            self.environ = dict(os.environ)
             self.client, self.cluster = _client(self.cfg)
         return self
 
@@ -266,6 +267,11 @@ class _Executor:
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+        if self.environ is not None:  # Dask's LocalCluster sets OMP_NUM_THREADS=1 (and MKL's, OpenBLAS's) in
+            #                           THIS process's environment for its workers; left there, every later child
+            #                           process (a training step of the flow) would run torch on one thread
+            os.environ.clear()
+            os.environ.update(self.environ)
 
     def call(self, fn, *args):
         """fn(*args) once, where the shards will run (a worker's device and threads)."""

@@ -173,3 +173,16 @@ def test_real_editor_generates(aligned_store, tmp_path):
     # the same frames as editing directly with the Editor, given the sources' labels as generation does
     np.testing.assert_array_equal(out[:8], editor.edit(src[:8], lm[:8], p.filter(like="AU").to_numpy()[:8],
                                                        source_labels=labels[:8]))
+
+
+def test_a_dask_run_leaves_this_process_environment_as_it_was(setup, monkeypatch):
+    """Dask's LocalCluster sets OMP_NUM_THREADS=1 (and MKL's, OpenBLAS's) in the calling process for its workers;
+    generation restores the environment, or every later training child of the flow would run torch on one thread
+    (measured: a second run of the same job trained on 1 thread instead of 2 and gave other weights)."""
+    import os
+
+    store, plan, ckpt, tmp = setup
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    gen.generate(plan, store, ckpt, tmp / "out", cfg(workers=1))
+    assert dict(os.environ) == before and "OMP_NUM_THREADS" not in os.environ
