@@ -25,7 +25,7 @@ from detectors.frames import FrameSource
 from lacgan.atomic import replacing
 from manifests.aus import AUS
 
-SCORE_SCHEMA = pa.schema([
+DETECTOR_SCORES_SCHEMA = pa.schema([
     pa.field("frame_id", pa.int64(), nullable=False),
     pa.field("au", pa.int8(), nullable=False),
     pa.field("score", pa.float32()),
@@ -73,11 +73,44 @@ def load_detector(name: str, weights_dir=None, **settings) -> Detector:
     return _resolve(DETECTORS, name, "detector").load(weights_dir, **settings)
 
 
-def train_detector(name: str, store_path, out_dir, preset: str = "cpu", test_fold: int = 3, **kw) -> dict:
-    """Train a trainable detector on the store's folds other than `test_fold`; weights + config JSON in `out_dir`.
-    Returns a summary dict (minutes, held-out metrics)."""
-    return _resolve(TRAINERS, name, "trainable detector")(store_path, out_dir, preset=preset, test_fold=test_fold,
-                                                          **kw)
+# name -> "module:PRESETS" (that detector's presets) and "module:Config" (its typed config)
+CONFIGS: dict[str, tuple[str, str]] = {
+    "jaanet": ("detectors.jaanet.config:PRESETS", "detectors.jaanet.config:JaaNetConfig"),
+    "hogsvm": ("detectors.hogsvm:PRESETS", "detectors.hogsvm:HogSvmConfig"),
+}
+
+
+def config_class(name: str):
+    """The typed config class of trainable detector `name`."""
+    return _resolve({k: v[1] for k, v in CONFIGS.items()}, name, "trainable detector")
+
+
+def detector_preset(name: str, preset: str, **changes):
+    """Trainable detector `name`'s preset config, with `changes` (field: value) checked and applied; a
+    ValueError naming an unknown preset or field."""
+    from lacgan.typed import build, to_dict
+
+    presets = _resolve({k: v[0] for k, v in CONFIGS.items()}, name, "trainable detector")
+    if preset not in presets:
+        raise ValueError(f"unknown {name} preset {preset!r}; choose one of {sorted(presets)}")
+    return build(config_class(name), {**to_dict(presets[preset]), **changes}, f"{name} config")
+
+
+def read_detector_config(name: str, path, **changes):
+    """A trainable detector's config from a JSON file (as `lacgan detect train --config` takes), with `changes`;
+    unknown fields, wrong types and unreadable files are a ValueError naming the file and the field."""
+    from lacgan.typed import read_config
+
+    return read_config(config_class(name), path, name, changes)
+
+
+def train_detector(name: str, store_path, out_dir, cfg, test_fold: int = 3, **kw) -> dict:
+    """Train trainable detector `name` with its config `cfg` (detector_preset, read_detector_config) on the
+    store's folds other than `test_fold`; weights + config JSON in `out_dir`. `kw`: minutes (a wall-clock safety
+    net), extra (more training frames), progress. Returns a summary dict (minutes, held-out metrics)."""
+    if not isinstance(cfg, config_class(name)):
+        raise TypeError(f"{name}: cfg must be a {config_class(name).__name__}, got {type(cfg).__name__}")
+    return _resolve(TRAINERS, name, "trainable detector")(store_path, out_dir, cfg, test_fold=test_fold, **kw)
 
 
 # ---- score tables -----------------------------------------------------------------------------------------
@@ -101,7 +134,7 @@ def scores_table(frame_ids: np.ndarray, aus: tuple[int, ...], score: np.ndarray,
 
 def check_scores(df: pd.DataFrame, supported_aus: tuple[int, ...], source: str = "<scores>") -> pd.DataFrame:
     """Columns, dtypes and AU set of a score table; raises ValueError naming `source`."""
-    missing = [f.name for f in SCORE_SCHEMA if f.name not in df.columns]
+    missing = [f.name for f in DETECTOR_SCORES_SCHEMA if f.name not in df.columns]
     if missing:
         raise ValueError(f"{source}: score table lacks columns {missing}")
     extra = set(df["au"].unique().tolist()) - set(supported_aus)
@@ -112,22 +145,22 @@ def check_scores(df: pd.DataFrame, supported_aus: tuple[int, ...], source: str =
     return df.astype({"frame_id": "int64", "au": "int8", "score": "float32", "present": "int8", "status": str})
 
 
-def write_scores(df: pd.DataFrame, path, detector: Detector) -> Path:
+def write_detector_scores(df: pd.DataFrame, path, detector: Detector) -> Path:
     """Validate and write a score table atomically; the detector's name, AUs and settings go in the metadata."""
     path = Path(path)
     df = check_scores(df, detector.supported_aus, str(path))
     meta = {b"lacgan.schema": b"scores/1", b"lacgan.detector": detector.name.encode(),
             b"lacgan.supported_aus": json.dumps(list(detector.supported_aus)).encode(),
             b"lacgan.settings": json.dumps(detector.settings(), default=str).encode()}
-    table = pa.Table.from_pandas(df[[f.name for f in SCORE_SCHEMA]], schema=SCORE_SCHEMA.with_metadata(meta),
-                                 preserve_index=False)
+    schema = DETECTOR_SCORES_SCHEMA.with_metadata(meta)
+    table = pa.Table.from_pandas(df[[f.name for f in schema]], schema=schema, preserve_index=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp:
         pq.write_table(table, tmp)
     return path
 
 
-def read_scores(path) -> tuple[pd.DataFrame, dict]:
+def read_detector_scores(path) -> tuple[pd.DataFrame, dict]:
     """(score table, metadata dict with detector, supported_aus, settings)."""
     path = Path(path)
     if not path.exists():

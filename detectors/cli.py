@@ -20,11 +20,15 @@ def register(subparsers) -> None:
     t.add_argument("--detector", choices=TRAINABLE, required=True)
     t.add_argument("--store", required=True, help="aligned store (STORE.zarr, from `lacgan align`)")
     t.add_argument("--out", required=True, help="folder for weights + config.json (re-run to resume jaanet)")
-    t.add_argument("--preset", default="cpu", help="the detector's preset (jaanet: cpu, demo, paper; hogsvm: cpu, "
-                                                   "paper); cpu: small input/channels; an unknown one exits 2")
+    which = t.add_mutually_exclusive_group()
+    which.add_argument("--preset", default=None, help="the detector's preset (jaanet: cpu, demo, paper; hogsvm: "
+                       "cpu, paper; default cpu); cpu: small input/channels; an unknown one exits 2")
+    which.add_argument("--config", default=None, help="the detector's config as JSON (JaaNetConfig or HogSvmConfig "
+                       "fields; what the augment flow hands its training step); an unknown field exits 2")
     t.add_argument("--test-fold", type=int, default=3, help="held-out fold, scored after training (default 3)")
-    t.add_argument("--minutes", type=float, default=None, help="stop jaanet training after this many minutes")
-    t.add_argument("--epochs", type=int, default=None, help="jaanet: override the preset's epoch count")
+    t.add_argument("--minutes", type=float, default=None, help="jaanet: a wall-clock safety net: stop after this "
+                                                                 "many minutes (the budget is the epochs)")
+    t.add_argument("--epochs", type=int, default=None, help="jaanet: override the config's epoch count")
     t.add_argument("--progress", choices=("bar", "log", "off"), default="bar",
                    help="bar: progress bars; log: a line with rate and ETA every 15 s (what the flow uses); off")
     t.set_defaults(func=_clean_errors(_train))
@@ -70,12 +74,16 @@ def _clean_errors(fn):
 
 
 def _train(args) -> int:
-    from detectors.base import train_detector
+    from detectors.base import detector_preset, read_detector_config, train_detector
     from detectors.metrics import format_table
 
-    kw = {} if args.epochs is None else {"epochs": args.epochs}
-    summary = train_detector(args.detector, args.store, args.out, preset=args.preset, test_fold=args.test_fold,
-                             minutes=args.minutes, progress=args.progress, **kw)
+    changes = {} if args.epochs is None else {"epochs": args.epochs}
+    if args.config:
+        cfg = read_detector_config(args.detector, args.config, **changes)
+    else:
+        cfg = detector_preset(args.detector, args.preset or "cpu", **changes)
+    summary = train_detector(args.detector, args.store, args.out, cfg, test_fold=args.test_fold,
+                             minutes=args.minutes, progress=args.progress)
     print(f"{args.detector}: trained on {summary['train_frames']} frames in {summary['train_minutes']} min; "
           f"weights in {args.out}")
     if "metrics" in summary.get("held_out", {}):
@@ -89,7 +97,7 @@ def _train(args) -> int:
 
 
 def _score(args) -> int:
-    from detectors.base import load_detector, write_scores
+    from detectors.base import load_detector, write_detector_scores
     from detectors.failures import require_scored, summarise_failures
     from detectors.frames import FrameSource
     from detectors.metrics import au_metrics, format_table
@@ -103,7 +111,7 @@ def _score(args) -> int:
     det = load_detector(args.detector, args.weights, **settings)
     frames = FrameSource.from_store(args.store, fold=args.fold)
     df = require_scored(det.score(frames), det.name)  # every frame failed: one line, exit 2, nothing written
-    write_scores(df, args.out, det)
+    write_detector_scores(df, args.out, det)
     failed = summarise_failures(df)
     print(f"{det.name}: {len(frames)} frames scored -> {args.out}" + (f" ({failed})" if failed else ""))
     if frames.labels is not None and len(frames):

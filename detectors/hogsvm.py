@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -47,6 +47,7 @@ class HogSvmConfig:
     normalise: str = "none"  # "none" (static, frame by frame) or "sequence" (per-sequence median subtracted)
     C: float = 0.01  # LinearSVC regularisation (small: many more features than subjects)
     max_iter: int = 5000  # LinearSVC iterations
+    seed: int = 0  # seeds LinearSVC (its coordinate order)
 
 
 PRESETS: dict[str, HogSvmConfig] = {"paper": HogSvmConfig(), "cpu": HogSvmConfig(size=96)}
@@ -137,7 +138,7 @@ class HogSvmDetector:
         return scores_table(frames.frame_ids, self.supported_aus, 1 / (1 + np.exp(-m)), (m > 0).astype(np.int8))
 
 
-def fit_svms(feats: np.ndarray, labels: np.ndarray, cfg: HogSvmConfig, seed: int = 0, progress: bool | str = True):
+def fit_svms(feats: np.ndarray, labels: np.ndarray, cfg: HogSvmConfig, progress: bool | str = True):
     """Standardise, then one balanced LinearSVC per AU with both classes among its known labels.
     Returns (aus, coef (k, D), intercept (k,), mean, scale)."""
     mean = feats.mean(0)
@@ -150,7 +151,7 @@ def fit_svms(feats: np.ndarray, labels: np.ndarray, cfg: HogSvmConfig, seed: int
         if len(np.unique(y)) < 2:
             print(f"hogsvm: AU{au} has a single class among training labels; left unsupported")
             continue
-        svm = LinearSVC(C=cfg.C, class_weight="balanced", max_iter=cfg.max_iter, random_state=seed)
+        svm = LinearSVC(C=cfg.C, class_weight="balanced", max_iter=cfg.max_iter, random_state=cfg.seed)
         svm.fit(x[keep], y)
         aus.append(au)
         coef.append(svm.coef_[0])
@@ -158,16 +159,13 @@ def fit_svms(feats: np.ndarray, labels: np.ndarray, cfg: HogSvmConfig, seed: int
     return tuple(aus), np.asarray(coef, np.float32), np.asarray(icpt, np.float32), mean, scale
 
 
-def train_hogsvm(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, minutes: float | None = None,
-                 extra=None, seed: int = 0, progress: bool | str = True, **overrides) -> dict:
+def train_hogsvm(store_path, out_dir, cfg: HogSvmConfig, test_fold: int = 3, minutes: float | None = None,
+                 extra=None, progress: bool | str = True) -> dict:
     """Fit on every fold but `test_fold`, plus the `extra` frames (detectors.frames.ExtraFrames) when given; save;
-    report held-out metrics. `seed` seeds LinearSVC; `progress` is a lacgan.progress mode. (`minutes` is accepted for CLI symmetry; fitting is one pass
-    and is not cut short.)"""
+    report held-out metrics. `progress` is a lacgan.progress mode. (`minutes` is accepted for symmetry with
+    JAA-Net's trainer; fitting is one pass and is not cut short.)"""
     from detectors.metrics import au_metrics
 
-    if preset not in PRESETS:
-        raise KeyError(f"unknown hogsvm preset {preset!r}; choose one of {sorted(PRESETS)}")
-    cfg = replace(PRESETS[preset], **overrides)
     t0 = time.time()
     frames = FrameSource.from_store(store_path)
     folds = _folds(store_path)[frames.rows]
@@ -178,9 +176,9 @@ def train_hogsvm(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
     for more in extra or ():
         feats = np.concatenate([feats, extract(more.frames, cfg, desc="hogsvm: HOG (extra)", progress=progress)])
         labels = np.concatenate([labels, more.frames.labels])
-    aus, coef, icpt, mean, scale = fit_svms(feats, labels, cfg, seed, progress)
+    aus, coef, icpt, mean, scale = fit_svms(feats, labels, cfg, progress)
     det = HogSvmDetector(cfg, aus, coef, icpt, mean, scale)
-    summary = {"preset": preset, "test_fold": test_fold, "train_frames": int(len(train)), "seed": seed,
+    summary = {"test_fold": test_fold, "train_frames": int(len(train)), "seed": cfg.seed,
                "extra_frames": int(len(labels) - len(train)), "train_minutes": round((time.time() - t0) / 60, 2)}
     det.save(out_dir, summary)
     test = frames.subset(folds == test_fold)

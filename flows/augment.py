@@ -14,9 +14,9 @@ measured ~2x faster for shard-sized tasks, and no Prefect server per Dask worker
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow
 
@@ -24,45 +24,9 @@ from detectors.openface_config import Grouping, OpenFaceConfig, optional_setting
 from flows import tasks as t
 from lacgan.checkpoint import region_rule
 from pipelines.compare import METHODS
+from pipelines.job import JobConfig, compose_job, derive, job_changes, payoff_config
 
 OPENFACE = OpenFaceConfig()  # defaults of the OpenFace parameters below (configured in detectors/openface_config)
-
-
-@dataclass(frozen=True)
-class AugmentPreset:
-    size: int  # aligned crop side in px (must equal the LAC-GAN preset's size)
-    lacgan_preset: str  # lacgan.config preset
-    lacgan_steps: int | None  # LAC-GAN steps (None: the preset's)
-    detectors: dict = field(default_factory=dict)  # name -> {"preset", "minutes", "epochs"} for trainable detectors
-    cohort: dict | None = None  # embedded cohort size (subjects, tasks, frames, size), None for BP4D
-    frames_per_shard: int = 64  # synthetic frames per Zarr shard / Dask task
-    identity_pairs: int = 64  # source/synthetic pairs for the identity distance
-    test_fold: int = 3  # JAA-Net protocol: train on folds 1-2, test on fold 3
-    source: str = "random"  # plan sources: any other frame of the subject, or "neutral" (its least expressive)
-    payoff: tuple[str, ...] = ()  # detectors whose training-set payoff is measured (empty: no training set)
-    baselines: dict = field(default_factory=dict)  # baseline model -> its preset, for `baseline=` (e.g. ganimation)
-
-
-PRESETS: dict[str, AugmentPreset] = {
-    # 2-core CPU, whole job <= 30 min: a 12-subject cohort (3,840 frames: enough for JAA-Net to beat the
-    # always-present baseline), 64-px faces, LAC-GAN's demo schedule, JAA-Net's demo schedule by epochs (the
-    # wall-clock cap is a safety net only; the report says when it cut training short).
-    "demo": AugmentPreset(
-        size=64, lacgan_preset="demo", lacgan_steps=None,
-        detectors={"jaanet": {"preset": "demo", "minutes": 20.0}, "hogsvm": {"preset": "cpu"}},
-        cohort=dict(subjects=12, tasks=8, frames=40, size=160), frames_per_shard=64, identity_pairs=32,
-        source="neutral", payoff=("hogsvm",), baselines={"ganimation": "demo"}),
-    # BP4D with the paper's sizes and schedules (GPU recommended).
-    "bp4d": AugmentPreset(
-        size=200, lacgan_preset="paper", lacgan_steps=None,
-        detectors={"jaanet": {"preset": "paper"}, "hogsvm": {"preset": "paper"}},
-        frames_per_shard=256, identity_pairs=500, baselines={"ganimation": "paper"}),
-    # Tests: the smallest end-to-end run.
-    "smoke": AugmentPreset(
-        size=64, lacgan_preset="smoke", lacgan_steps=None, detectors={"hogsvm": {"preset": "cpu"}},
-        cohort=dict(subjects=6, tasks=2, frames=12, size=160), frames_per_shard=16, identity_pairs=4,
-        baselines={"ganimation": "smoke"}),
-}
 
 
 @dataclass(frozen=True)
@@ -80,13 +44,15 @@ class Layout:
     scores: str  # long score table
     report: str  # report folder
     trainset: str  # label-balanced training set (plan, synthetic, export) and its payoff
+    job: str  # the composed job configuration (JSON), written before any step runs
+    configs: str  # the config file each training child process is handed (lacgan.json, jaanet.json, ...)
 
     @classmethod
     def under(cls, out) -> "Layout":
         out = Path(out)
         return cls(*(str(out / n) for n in ("cohort", "manifest.parquet", "aligned.zarr", "lacgan", "detectors",
                                             "plan.parquet", "synthetic", "counterfactual", "scores.parquet",
-                                            "report", "trainset")))
+                                            "report", "trainset", "job.json", "configs")))
 
     def baseline(self, name: str) -> "BaselineLayout":
         return BaselineLayout.under(Path(self.plan).parent, name)
@@ -110,29 +76,51 @@ class BaselineLayout:
 
 
 # ---- step flows ----------------------------------------------------------------------------------------
+# Each takes paths, the job preset, its test fold and optional job changes (`config`, a partial JobConfig dict:
+# pipelines.job), composes the job and runs its step with that job's section.
+def _job(preset: str, test_fold: int | None, config: dict[str, Any] | None) -> JobConfig:
+    return compose_job(preset, {**(config or {}), **({} if test_fold is None else {"test_fold": test_fold})})
+
+
 @flow(name="train_lacgan")
-def train_lacgan(store: str, run_dir: str, preset: str = "demo", steps: int | None = None, test_fold: int = 3) -> str:
-    return t.train_generator(store, run_dir, preset, steps, test_fold)
+def train_lacgan(store: str, run_dir: str, preset: str = "demo", test_fold: int | None = None,
+                 config: dict[str, Any] | None = None) -> str:
+    """LAC-GAN of job preset `preset` (e.g. config={"lacgan": {"train": {"steps": 3000}}})."""
+    job = _job(preset, test_fold, config)
+    return t.train_generator(store, run_dir, job.lacgan, str(Path(run_dir).parent / "configs" / "lacgan.json"))
 
 
 @flow(name="train_detectors")
-def train_detectors(store: str, out: str, detectors: dict, test_fold: int = 3) -> dict[str, str]:
-    """Train each detector ({name: {"preset", "minutes", "epochs"}}) into out/NAME; returns {name: weights}."""
+def train_detectors(store: str, out: str, preset: str = "demo", test_fold: int | None = None,
+                    config: dict[str, Any] | None = None) -> dict[str, str]:
+    """The trainable detectors of job preset `preset` into out/NAME; returns {name: weights folder}."""
+    return _train_detectors(store, out, _job(preset, test_fold, config), str(Path(out) / "configs"))
+
+
+def _train_detectors(store: str, out: str, job: JobConfig, configs: str) -> dict[str, str]:
     # one after the other: each trainer already uses both cores of a small machine
-    return {name: t.train_detector(name, store, str(Path(out) / name), test_fold=test_fold, **opts)
-            for name, opts in detectors.items()}
+    minutes = {"jaanet": job.detectors.jaanet_minutes}
+    return {name: t.train_detector(name, store, str(Path(out) / name), cfg, str(Path(configs) / f"{name}.json"),
+                                   minutes.get(name), job.test_fold)
+            for name, cfg in job.detectors.trainable().items()}
 
 
 @flow(name="plan")
 def plan(store: str, out: str, policy: str = "match-test", test_fold: int = 3, count: int = 100,
          seed: int = 0, source: str = "random") -> str:
-    return t.make_plan(store, out, policy, test_fold, count, seed, source)
+    from pipelines.plan import PlanConfig
+
+    return t.make_plan(store, out, PlanConfig(policy=policy, test_fold=test_fold, count=count, seed=seed,
+                                              source=source))
 
 
 @flow(name="generate")
 def generate(plan: str, store: str, checkpoint: str, out: str, workers: int = 2, scheduler: str | None = None,
              frames_per_shard: int = 64) -> str:
-    return t.generate(plan, store, checkpoint, out, workers, scheduler, frames_per_shard)
+    from pipelines.generate import GenerateConfig
+
+    return t.generate(plan, store, checkpoint, out, GenerateConfig(frames_per_shard=frames_per_shard,
+                                                                   workers=workers, scheduler=scheduler))
 
 
 @flow(name="counterfactual")
@@ -154,7 +142,14 @@ def score(store: str, synth: str, detectors: dict[str, str | None], out: str, te
 @flow(name="report")
 def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None = None,
            identity_pairs: int = 64, counterfactual: str | None = None) -> str:
-    md = t.report(scores, synth, store, out, checkpoint, identity_pairs, counterfactual)
+    from pipelines.report import ReportConfig
+
+    return _report(scores, synth, store, out, ReportConfig(checkpoint=checkpoint, identity_pairs=identity_pairs),
+                   counterfactual)
+
+
+def _report(scores: str, synth: str, store: str, out: str, cfg, counterfactual: str | None) -> str:
+    md = t.report(scores, synth, store, out, cfg, counterfactual)
     t.publish_report(md)
     return md
 
@@ -166,46 +161,57 @@ def compare(reports: dict[str, str], out: str) -> str:
 
 
 @flow(name="trainset")
-def trainset(store: str, checkpoint: str, out: str, detectors: tuple[str, ...] = ("hogsvm",), test_fold: int = 3,
-             workers: int = 2, scheduler: str | None = None) -> str:
-    """A balanced training set from the training folds, exported, and its payoff; returns payoff.md."""
-    t.trainset(store, checkpoint, out, test_fold, workers=workers, scheduler=scheduler)
-    return t.payoff(store, str(Path(out) / "synthetic"), str(Path(out) / "payoff"), detectors, test_fold=test_fold)
+def trainset(store: str, checkpoint: str, out: str, preset: str = "demo", test_fold: int | None = None,
+             config: dict[str, Any] | None = None) -> str:
+    """The job's balanced training set from the training folds, exported, and its payoff; returns payoff.md."""
+    return _trainset(store, checkpoint, out, _job(preset, test_fold, config))
+
+
+def _trainset(store: str, checkpoint: str, out: str, job: JobConfig) -> str:
+    if job.trainset is None or job.payoff is None:
+        raise ValueError(f"job preset {job.preset!r} has no trainset/payoff section; give them in config")
+    t.trainset(store, checkpoint, out, job.trainset, job.generate)
+    return t.payoff(store, str(Path(out) / "synthetic"), str(Path(out) / "payoff"), payoff_config(job))
 
 
 # ---- the umbrella flow -----------------------------------------------------------------------------------
 @flow(name="augment")
-def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str | None = None, workers: int = 2,
-            scheduler: str | None = None, openface_bin: str | None = None, openface_model: str | None = OPENFACE.model,
-            openface_grouping: Grouping = OPENFACE.grouping, openface_timeout: float = OPENFACE.timeout,
-            folds: Literal["test", "all"] = "test", baseline: Literal["ganimation"] | None = None) -> str:
-    """The whole job; returns the path of the report's report.md. `openface_bin`: also score with the user's
-    OpenFace 2.x (FeatureExtraction, or the folder of its executables; the project never builds it), real and
-    synthetic frames alike, with `-mloc openface_model`, `openface_grouping` ("sequence", "static", or "frame":
-    FaceLandmarkImg, every frame alone) and `openface_timeout` seconds per OpenFace call. `folds`: "test" holds
-    out the preset's test fold; "all" runs the job once per fold (models trained on the other two, under
-    OUT/fold-K/) and averages Table 1 over the three folds into OUT/report (3x the cost). `baseline`: also train
-    that peer (GANimation, at the preset's `baselines` preset) on the same store and folds, generate the same plan
-    with it, score and report it, and write LAC-GAN vs it side by side (OUT/comparison_NAME; per fold with "all")."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown augment preset {preset!r}; choose one of {sorted(PRESETS)}")
+def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str | None = None,
+            workers: int | None = None, scheduler: str | None = None, openface_bin: str | None = None,
+            openface_model: str | None = OPENFACE.model, openface_grouping: Grouping = OPENFACE.grouping,
+            openface_timeout: float = OPENFACE.timeout, folds: Literal["test", "all"] = "test",
+            baseline: Literal["ganimation"] | None = None, test_fold: int | None = None,
+            config: dict[str, Any] | None = None) -> str:
+    """The whole job; returns the path of the report's report.md. The job configuration (pipelines.job) is preset
+    `preset` with `config` (a partial JobConfig dict, e.g. {"lacgan": {"train": {"steps": 3000}}}) and the named
+    parameters laid over it, composed and checked before any step runs, and written to OUT/job.json.
+    `test_fold`: the held-out fold (default: the preset's, 3). `workers`/`scheduler`: Dask for generation.
+    `openface_bin`: also score with the user's OpenFace 2.x (FeatureExtraction, or the folder of its
+    executables; the project never builds it), real and synthetic frames alike, with `-mloc openface_model`,
+    `openface_grouping` ("sequence", "static", or "frame": FaceLandmarkImg, every frame alone) and
+    `openface_timeout` seconds per OpenFace call. `folds`: "test" holds out the test fold; "all" runs the job
+    once per fold (models trained on the other two, under OUT/fold-K/) and averages Table 1 over the three folds
+    into OUT/report (3x the cost). `baseline`: also train that peer (GANimation, the job's `baselines` config) on
+    the same store and folds, generate the same plan with it, score and report it, and write LAC-GAN vs it side
+    by side (OUT/comparison_NAME; per fold with "all")."""
     if folds not in ("test", "all"):
         raise ValueError(f"folds must be 'test' or 'all', got {folds!r}")
     openface = optional_settings(openface_bin, openface_model, openface_grouping, openface_timeout)  # check now
-    p, lay = PRESETS[preset], Layout.under(out)
-    if baseline is not None and baseline not in p.baselines:
-        raise ValueError(f"preset {preset!r} has no baseline {baseline!r}; choose one of {sorted(p.baselines)}")
-    Path(out).mkdir(parents=True, exist_ok=True)
+    job = compose_job(preset, job_changes(config, test_fold, workers, scheduler, openface))
+    if baseline is not None and baseline not in job.baselines:
+        raise ValueError(f"job preset {preset!r} has no baseline {baseline!r}; choose one of {sorted(job.baselines)}")
+    if not bp4d_root and job.cohort is None:
+        raise ValueError(f"preset {preset!r} needs bp4d_root (the root of a BP4D tree)")
+    lay = Layout.under(out)
+    t.write_job(job, lay.job)  # what this run is, before any step runs
     if bp4d_root:
         manifest = t.ingest_bp4d(bp4d_root, lay.manifest)
-    elif p.cohort:
-        manifest = t.ingest_bp4d(t.write_cohort(lay.cohort, **p.cohort), lay.manifest)
     else:
-        raise ValueError(f"preset {preset!r} needs bp4d_root (the root of a BP4D tree)")
-    store = t.align(manifest, lay.store, p.size)
+        manifest = t.ingest_bp4d(t.write_cohort(lay.cohort, job.cohort), lay.manifest)
+    store = t.align(manifest, lay.store, job.size)
     if folds == "test":
-        return _one_fold(p, lay, store, p.test_fold, workers, scheduler, openface, baseline)
-    reports = [_one_fold(p, Layout.under(Path(out) / f"fold-{k}"), store, k, workers, scheduler, openface, baseline)
+        return _one_fold(job, lay, store, baseline)
+    reports = [_one_fold(derive(replace(job, test_fold=k)), Layout.under(Path(out) / f"fold-{k}"), store, baseline)
                for k in FOLDS]
     return t.fold_report([str(Path(r).parent) for r in reports], lay.report, bool(bp4d_root))
 
@@ -213,26 +219,29 @@ def augment(out: str = "runs/demo/augment", preset: str = "demo", bp4d_root: str
 FOLDS = (1, 2, 3)  # JAA-Net's three subject folds (manifests.folds)
 
 
-def _one_fold(p: AugmentPreset, lay: Layout, store: str, test_fold: int, workers: int, scheduler: str | None,
-              openface: dict | None, baseline: str | None = None) -> str:
-    """Train on every fold but `test_fold`, plan, generate, draw the counterfactuals, score, report; then the
-    baseline, if any, through the same steps, and the comparison."""
-    gan = t.train_generator(store, lay.lacgan, p.lacgan_preset, p.lacgan_steps, test_fold)
-    dets = train_detectors(store, lay.detectors, p.detectors, test_fold)
-    plan_path = t.make_plan(store, lay.plan, "match-test", test_fold, source=p.source)
-    synth = t.generate(plan_path, store, gan, lay.synth, workers, scheduler, p.frames_per_shard)
+def _one_fold(job: JobConfig, lay: Layout, store: str, baseline: str | None = None) -> str:
+    """Train on every fold but the job's test fold, plan, generate, draw the counterfactuals, score, report; then
+    the training set and its payoff, if the job has them; then the baseline, if any, through the same steps, and
+    the comparison."""
+    k = job.test_fold
+    gan = t.train_generator(store, lay.lacgan, job.lacgan, str(Path(lay.configs) / "lacgan.json"))
+    dets = _train_detectors(store, lay.detectors, job, lay.configs)
+    openface = None if job.detectors.openface is None else asdict(job.detectors.openface)
+    plan_path = t.make_plan(store, lay.plan, job.plan)
+    synth = t.generate(plan_path, store, gan, lay.synth, job.generate)
     cf = t.counterfactual(plan_path, store, lay.counterfactual)
-    scores = t.score(store, synth, dets, lay.scores, test_fold, openface, cf)
-    md = report(scores, synth, store, lay.report, gan, p.identity_pairs, cf)
-    if p.payoff:  # the second product: a balanced training set and what it buys a detector
-        trainset(store, gan, lay.trainset, p.payoff, test_fold, workers, scheduler)
+    scores = t.score(store, synth, dets, lay.scores, k, openface, cf)
+    md = _report(scores, synth, store, lay.report, replace(job.report, checkpoint=gan), cf)
+    if job.payoff is not None:  # the second product: a balanced training set and what it buys a detector
+        _trainset(store, gan, lay.trainset, job)
     if baseline:  # the same store, folds, plan, detectors and counterfactual set; its own outputs
         b = lay.baseline(baseline)
-        run = t.train_generator.with_options(name=f"train_{baseline}")(store, b.run, p.baselines[baseline], None,
-                                                                       test_fold, model=baseline)
-        synth_b = t.generate(plan_path, store, run, b.synth, workers, scheduler, p.frames_per_shard)
-        scores_b = t.score(store, synth_b, dets, b.scores, test_fold, openface, cf)
-        md_b = t.report(scores_b, synth_b, store, b.report, run, p.identity_pairs, cf,
-                        regions=region_rule(gan))  # measured in LAC-GAN's regions, as LAC-GAN's report is
+        cfg = job.baselines[baseline]
+        run = t.train_generator.with_options(name=f"train_{baseline}")(store, b.run, cfg,
+                                                                       str(Path(lay.configs) / f"{baseline}.json"))
+        synth_b = t.generate(plan_path, store, run, b.synth, job.generate)
+        scores_b = t.score(store, synth_b, dets, b.scores, k, openface, cf)
+        rep_b = replace(job.report, checkpoint=run, regions=region_rule(gan))  # in LAC-GAN's regions, as its report
+        md_b = t.report(scores_b, synth_b, store, b.report, rep_b, cf)
         t.compare({METHODS["lacgan"]: str(Path(md).parent), METHODS[baseline]: str(Path(md_b).parent)}, b.comparison)
     return md

@@ -25,6 +25,7 @@ def _clear_errors(func):
         from detectors.openface import OpenFaceNotFound
         from detectors.openface_config import OpenFaceSettingsError
         from lacgan.checkpoint import CheckpointError
+        from lacgan.typed import ConfigError
         from manifests.aligned import StoreError
         from manifests.schema import ManifestError
         from pipelines.generate import GenerationError
@@ -38,7 +39,7 @@ def _clear_errors(func):
             return func(args)
         except (PlanError, GenerationError, SynthStoreError, ScoreError, StoreError, ManifestError, DetectorFailed,
                 OpenFaceNotFound, OpenFaceSettingsError, CounterfactualError, ComparisonError,
-                CheckpointError) as e:
+                CheckpointError, ConfigError) as e:
             print(f"lacgan {args.command}: error: {e}", file=sys.stderr)
             return 2
 
@@ -159,13 +160,37 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _job_changes(args) -> dict:
+    """`--config FILE` (a partial JobConfig dict as JSON) with every `--set FIELD=VALUE` laid over it."""
+    import json
+
+    from lacgan.typed import ConfigError, nest, overlay
+
+    changes = {}
+    if args.config:
+        try:
+            changes = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{args.config}: not a readable JSON job config ({e})") from None
+        if not isinstance(changes, dict):
+            raise ConfigError(f"{args.config}: a job config is a JSON object of JobConfig fields")
+    return overlay(changes, nest(args.set or []))
+
+
 @_clear_errors
 def run_augment(args) -> int:
+    import json
     import time
 
     from detectors.openface_config import optional_settings
+    from pipelines.job import compose_job, job_changes
 
-    optional_settings(args.openface_bin, args.openface_model, args.grouping, args.timeout)  # bad options: now
+    openface = optional_settings(args.openface_bin, args.openface_model, args.grouping, args.timeout)  # bad options
+    changes = _job_changes(args)
+    job = compose_job(args.preset, job_changes(changes, args.test_fold, args.workers, args.scheduler, openface))
+    if args.show_config:  # the composed job, checked, and nothing run
+        print(json.dumps(job.to_dict(), indent=1, sort_keys=True))
+        return 0
     _sigterm_as_interrupt()
     prefect_env(Path(args.out).parent / ".prefect")
     from flows.augment import augment
@@ -175,7 +200,7 @@ def run_augment(args) -> int:
     t0 = time.perf_counter()
     path = augment(out=args.out, preset=args.preset, bp4d_root=args.bp4d_root, workers=args.workers,
                    scheduler=args.scheduler, openface_bin=args.openface_bin, folds=args.folds,
-                   baseline=args.baseline, **openface)
+                   baseline=args.baseline, test_fold=args.test_fold, config=changes or None, **openface)
     minutes = (time.perf_counter() - t0) / 60
     print(f"\naugment finished in {minutes:.1f} min; report: {path}\n")
     print((Path(path).parent / "table1.md").read_text())
@@ -283,7 +308,16 @@ def register(subparsers) -> None:
     a.add_argument("--baseline", choices=("ganimation",), default=None,
                    help="also train GANimation on the same store and folds, generate the same plan with it, score "
                         "and report it, and write LAC-GAN vs GANimation side by side (OUT/comparison_ganimation)")
-    a.add_argument("--workers", type=int, default=2, help="Dask workers for generation")
+    a.add_argument("--test-fold", type=int, choices=(1, 2, 3), default=None,
+                   help="held-out fold (default: the preset's, 3); every step gets it")
+    a.add_argument("--config", default=None, help="JSON file of job changes: a partial JobConfig (pipelines.job), "
+                                                  'e.g. {"lacgan": {"train": {"steps": 3000}}}')
+    a.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="one job change, e.g. --set lacgan.train.steps=3000 --set detectors.jaanet.epochs=12 "
+                        "(VALUE is JSON when it parses); repeat; over --config")
+    a.add_argument("--show-config", action="store_true",
+                   help="print the composed, checked job configuration (JSON) and exit without running")
+    a.add_argument("--workers", type=int, default=None, help="Dask workers for generation (default: the job's, 2)")
     a.add_argument("--scheduler", default=None, help="existing Dask scheduler address for generation")
     add_openface_args(a, "also score with OpenFace")
     a.set_defaults(func=run_augment)

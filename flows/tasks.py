@@ -38,12 +38,25 @@ def run_cli(args: list[str]) -> None:
 
 
 # ---- data ------------------------------------------------------------------------------------------------
-@task(**IO_RETRIES)
-def write_cohort(root: str, subjects: int, tasks: int, frames: int, size: int, seed: int = 0) -> str:
-    from manifests.cohort import CohortConfig, write_cohort as write
+@task
+def write_job(job, path: str) -> str:
+    """The composed job configuration (pipelines.job.JobConfig) as OUT/job.json: what this run is."""
+    from pipelines.job import write_job as write
 
-    write(root, CohortConfig(subjects=subjects, tasks=tasks, frames=frames, size=size, seed=seed,
-                             workers=min(2, os.cpu_count() or 1)))
+    write(job, path)
+    get_run_logger().info("job %s (preset %s, test fold %d, %d-px faces) -> %s", job.preset, job.preset,
+                          job.test_fold, job.size, path)
+    return path
+
+
+@task(**IO_RETRIES)
+def write_cohort(root: str, cfg) -> str:
+    """The embedded cohort of `cfg` (manifests.cohort.CohortConfig) in BP4D's layout under `root`."""
+    from dataclasses import replace
+
+    from manifests.cohort import write_cohort as write
+
+    write(root, replace(cfg, workers=min(cfg.workers, os.cpu_count() or 1)))
     return root
 
 
@@ -66,12 +79,14 @@ def align(manifest: str, store: str, size: int) -> str:
 
 # ---- training ----------------------------------------------------------------------------------------------
 @task(**SUBPROCESS_RETRIES)
-def train_generator(store: str, run_dir: str, preset: str, steps: int | None = None, test_fold: int = 3,
-                    model: str = "lacgan") -> str:
-    """LAC-GAN (or GANimation, `model`) training in a child process (resumes from the run's latest checkpoint)."""
-    args = ["train", "--model", model, "--store", store, "--out", run_dir, "--preset", preset, "--test-fold",
-            str(test_fold), "--progress", "log"]
-    run_cli(args + (["--steps", str(steps)] if steps else []))
+def train_generator(store: str, run_dir: str, cfg, config_file: str) -> str:
+    """LAC-GAN (or GANimation: cfg.MODEL) training of config `cfg` in a child process, handed the config as the
+    file `config_file` (resumes from the run's latest checkpoint)."""
+    from lacgan.run import write_model_config
+
+    write_model_config(cfg, config_file)
+    run_cli(["train", "--model", cfg.MODEL, "--store", store, "--out", run_dir, "--config", config_file,
+             "--progress", "log"])
     return run_dir
 
 
@@ -85,26 +100,31 @@ def detector_done(weights_dir: str) -> bool:
 
 
 @task(**SUBPROCESS_RETRIES)
-def train_detector(name: str, store: str, weights_dir: str, preset: str, minutes: float | None = None,
-                   epochs: int | None = None, test_fold: int = 3) -> str:
+def train_detector(name: str, store: str, weights_dir: str, cfg, config_file: str, minutes: float | None = None,
+                   test_fold: int = 3) -> str:
+    """Detector `name` trained with config `cfg` in a child process, handed the config as the file `config_file`;
+    `minutes`: a wall-clock safety net."""
+    from lacgan.atomic import write_text
+    from lacgan.typed import to_dict
+
     if detector_done(weights_dir):
         get_run_logger().info("%s: trained weights found in %s; not retraining", name, weights_dir)
         return weights_dir
-    args = ["detect", "train", "--detector", name, "--store", store, "--out", weights_dir, "--preset", preset,
+    Path(config_file).parent.mkdir(parents=True, exist_ok=True)
+    write_text(config_file, json.dumps(to_dict(cfg), indent=1, sort_keys=True) + "\n")
+    args = ["detect", "train", "--detector", name, "--store", store, "--out", weights_dir, "--config", config_file,
             "--test-fold", str(test_fold), "--progress", "log"]
-    args += ["--minutes", str(minutes)] if minutes else []
-    args += ["--epochs", str(epochs)] if epochs else []
-    run_cli(args)
+    run_cli(args + (["--minutes", str(minutes)] if minutes else []))
     return weights_dir
 
 
 # ---- the augment steps -------------------------------------------------------------------------------------
 @task(**IO_RETRIES)
-def make_plan(store: str, plan: str, policy: str = "match-test", test_fold: int = 3, count: int = 100,
-              seed: int = 0, source: str = "random") -> str:
-    from pipelines.plan import PlanConfig, achieved_rates, build_plan, read_plan
+def make_plan(store: str, plan: str, cfg) -> str:
+    """The plan of `cfg` (pipelines.plan.PlanConfig)."""
+    from pipelines.plan import achieved_rates, build_plan, read_plan
 
-    build_plan(store, plan, PlanConfig(policy=policy, test_fold=test_fold, count=count, seed=seed, source=source))
+    build_plan(store, plan, cfg)
     df = read_plan(plan)
     get_run_logger().info("plan %s: %d frames, %d subjects; target presence rates: %s", plan, len(df),
                           df["subject"].nunique(),
@@ -113,15 +133,14 @@ def make_plan(store: str, plan: str, policy: str = "match-test", test_fold: int 
 
 
 @task  # no retries: generation resumes by itself, and a failed shard is reported with its cause
-def generate(plan: str, store: str, checkpoint: str, out: str, workers: int = 2, scheduler: str | None = None,
-             frames_per_shard: int = 64) -> str:
+def generate(plan: str, store: str, checkpoint: str, out: str, cfg) -> str:
+    """The plan's frames with `cfg` (pipelines.generate.GenerateConfig)."""
     import logging
 
-    from pipelines.generate import GenerateConfig, generate as run
+    from pipelines.generate import generate as run
 
     logging.getLogger("lacgan").setLevel(logging.INFO)  # per-shard frames/s reach the flow log (extra logger)
-    s = run(plan, store, checkpoint, out, GenerateConfig(frames_per_shard=frames_per_shard, workers=workers,
-                                                         scheduler=scheduler))
+    s = run(plan, store, checkpoint, out, cfg)
     get_run_logger().info("generated %d of %d shards (%d were done) in %.1f s: %.2f frames/s; model %.1f s, "
                           "I/O %.1f s", s.generated, s.shards, s.skipped, s.seconds, s.frames_per_s, s.model_s, s.io_s)
     return out
@@ -159,14 +178,12 @@ def score(store: str, synth: str, detectors: dict[str, str | None], scores: str,
 
 
 @task(**IO_RETRIES)
-def report(scores: str, synth: str, store: str, out: str, checkpoint: str | None = None,
-           identity_pairs: int = 64, counterfactual: str | None = None, regions: str | None = None) -> str:
-    """`regions`: the AU region rule to measure locality in (None: the synthetic set's generator's)."""
-    from pipelines.report import ReportConfig, write_report
+def report(scores: str, synth: str, store: str, out: str, cfg, counterfactual: str | None = None) -> str:
+    """The report of `cfg` (pipelines.report.ReportConfig; its `regions`: the AU region rule to measure locality
+    in, None: the synthetic set's generator's)."""
+    from pipelines.report import write_report
 
-    return str(write_report(scores, synth, store, out, ReportConfig(checkpoint=checkpoint,
-                                                                    identity_pairs=identity_pairs, regions=regions),
-                            counterfactual=counterfactual))
+    return str(write_report(scores, synth, store, out, cfg, counterfactual=counterfactual))
 
 
 @task(**IO_RETRIES)
@@ -200,21 +217,18 @@ def publish_report(report_md: str) -> None:
 
 # ---- the training set and its payoff ----------------------------------------------------------------------
 @task  # no retries: plan, generation and export each resume by themselves
-def trainset(store: str, checkpoint: str, out: str, test_fold: int = 3, ratio: float = 1.0, workers: int = 2,
-             scheduler: str | None = None) -> str:
-    """A balanced training set (training folds only) into out/{plan.parquet,synthetic,export}; returns out/export."""
-    from pipelines.generate import GenerateConfig
-    from pipelines.trainset import TrainsetConfig, build_trainset
+def trainset(store: str, checkpoint: str, out: str, cfg, gen_cfg) -> str:
+    """The training set of `cfg` (pipelines.trainset.TrainsetConfig: training folds only), generated with `gen_cfg`,
+    into out/{plan.parquet,synthetic,export}; returns out/export."""
+    from pipelines.trainset import build_trainset
 
-    cfg = TrainsetConfig(ratio=ratio, test_fold=test_fold)
-    return build_trainset(store, checkpoint, out, cfg, GenerateConfig(workers=workers, scheduler=scheduler))["export"]
+    return build_trainset(store, checkpoint, out, cfg, gen_cfg)["export"]
 
 
 @task
-def payoff(store: str, synth: str, out: str, detectors: tuple[str, ...], seeds: tuple[int, ...] = (0, 1),
-           test_fold: int = 3) -> str:
-    """Real-only vs real + synthetic detector training, scored on held-out real frames; returns payoff.md."""
-    from pipelines.payoff import PayoffConfig, measure_payoff
+def payoff(store: str, synth: str, out: str, cfg) -> str:
+    """Real-only vs real + synthetic detector training (pipelines.payoff.PayoffConfig), scored on held-out real
+    frames; returns payoff.md."""
+    from pipelines.payoff import measure_payoff
 
-    cfg = PayoffConfig(detectors=tuple(detectors), seeds=tuple(seeds), test_fold=test_fold)
     return str(measure_payoff(store, synth, out, cfg))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +19,15 @@ def register(subparsers) -> None:
                                             "has a checkpoint)")
     t.add_argument("--store", required=True, help="aligned store (STORE.zarr from `lacgan align`)")
     t.add_argument("--out", required=True, help="run directory: checkpoints/, samples/, stats.jsonl")
-    t.add_argument("--model", choices=tuple(TRAINERS), default=None,
+    t.add_argument("--model", choices=TRAINERS, default=None,
                    help="model to train: lacgan, or ganimation (the peer it is compared with); "
                         "default: the run's own when resuming, else lacgan")
-    t.add_argument("--preset", choices=("demo", "paper", "smoke"), default=None,
-                   help="config preset of the model (default: the run's own config when resuming, else demo)")
+    which = t.add_mutually_exclusive_group()
+    which.add_argument("--preset", choices=("demo", "paper", "smoke"), default=None,
+                       help="config preset of the model (default: the run's own config when resuming, else demo)")
+    which.add_argument("--config", default=None,
+                       help="the model's config as JSON (the form a run's checkpoints store; what the augment flow "
+                            "hands its training step); an unknown or mistyped field exits 2")
     t.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
     t.add_argument("--batch-size", type=int, help="batch size (overrides the preset)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -61,84 +64,29 @@ def parse_target(text: str) -> np.ndarray:
     return t
 
 
-def _identity(choice: str, device):
-    """The frozen identity feature extractor, or None (with a warning) when it is off or unavailable."""
-    if choice == "none":
-        return None
-    try:
-        from lacgan.identity import load_dlib_face_net
-    except ImportError as e:
-        if choice == "dlib":
-            raise
-        warnings.warn(f"identity loss (Eq. 4) left out: dlib face network unavailable ({e})", stacklevel=2)
-        return None
-    from lacgan.losses import identity_features
-
-    return identity_features(load_dlib_face_net(device=device))
-
-
-def _train_lacgan(args, cfg, data, out: Path, device, ck):
-    from lacgan.data import resolve_window
-    from lacgan.networks import build_models
-    from lacgan.train import train
-
-    cfg = resolve_window(cfg, data)
-    models = build_models(cfg.net, cfg.train.seed)
-    id_features = _identity(args.identity, device)
-    print(f"lacgan train: preset {cfg.preset}, {len(data)} training faces ({cfg.net.size} px, test fold "
-          f"{cfg.train.test_fold} held out), window {cfg.net.window}, device {device}, "
-          f"identity loss {'on' if id_features else 'off'}")
-    _print_outputs(out, ck)
-    return train(models, data, cfg, out, id_features=id_features, device=device, progress=args.progress)
-
-
-def _train_ganimation(args, cfg, data, out: Path, device, ck):
-    from lacgan.ganimation.networks import build_models
-    from lacgan.ganimation.train import train
-
-    print(f"lacgan train: GANimation preset {cfg.preset}, {len(data)} training faces ({cfg.net.size} px, test fold "
-          f"{cfg.train.test_fold} held out), generator every {cfg.optim.critic_steps} critic steps, device {device}")
-    _print_outputs(out, ck)
-    return train(build_models(cfg.net, cfg.train.seed), data, cfg, out, device=device, progress=args.progress)
-
-
-def _print_outputs(out: Path, ck) -> None:
-    print(f"  {'resuming from ' + str(ck) if ck else 'new run'}; checkpoints: {out / 'checkpoints'}, "
-          f"samples: {out / 'samples'}, statistics: {out / 'stats.jsonl'}")
-
-
-def _preset(model: str, name: str):
-    if model == "ganimation":
-        from lacgan.ganimation.config import preset
-    else:
-        from lacgan.config import preset
-    return preset(name)
-
-
-TRAINERS = {"lacgan": _train_lacgan, "ganimation": _train_ganimation}  # --model -> its training setup
+TRAINERS = ("lacgan", "ganimation")  # --model: the model kinds lacgan.run.train_model trains
 
 
 @user_errors
 def run_train(args) -> int:
     from lacgan.checkpoint import load_checkpoint, newest_good_checkpoint
-    from lacgan.data import FaceData
-    from lacgan.device import pick_device
+    from lacgan.run import model_preset, read_model_config, train_model
     from lacgan.train import losses_summary
 
     out = Path(args.out)
     good = newest_good_checkpoint(out) if out.exists() else None  # corrupt newer ones: moved aside, with a warning
-    ck = good.path if good is not None else None
     model = args.model or (good.model if good is not None else "lacgan")
-    if args.preset is None and ck is not None:
-        cfg = load_checkpoint(ck, with_optim=False, model=model).config
+    if args.config:
+        cfg = read_model_config(model, args.config)
+    elif args.preset is None and good is not None:
+        cfg = load_checkpoint(good.path, with_optim=False, model=model).config
     else:
-        cfg = _preset(model, args.preset or "demo")
+        cfg = model_preset(model, args.preset or "demo")
     changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                  ("test_fold", args.test_fold)) if v is not None}
     cfg = cfg.replace(train=changes)
-    device = pick_device(args.device)
-    data = FaceData.open(args.store, cfg.net.size, cfg.train.test_fold)
-    result = TRAINERS[model](args, cfg, data, out, device, ck)
+    result = train_model(args.store, out, cfg, identity=args.identity, device=args.device, progress=args.progress,
+                         log=lambda line: print(f"lacgan train: {line}" if not line.startswith(" ") else line))
     for k, (a, b) in losses_summary(result.history).items():
         print(f"  {k:9s} first {a:.4f}  last {b:.4f}")
     print(f"done: step {result.step}, checkpoint {result.checkpoint}, grids {out / 'samples'}/fig3-latest.png")

@@ -124,9 +124,12 @@ class SectionedConfig:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, d: dict):
-        sections = {f.name: f.default_factory for f in dataclasses.fields(cls) if f.name != "preset"}
-        return cls(preset=d["preset"], **{name: _build(sec, d[name]) for name, sec in sections.items()})
+    def from_dict(cls, d: dict, where: str | None = None):
+        """Strict: an unknown field or a value of the wrong type is a lacgan.typed.ConfigError naming it (missing
+        fields take their defaults, so configs written before a field existed still load)."""
+        from lacgan.typed import build
+
+        return build(cls, d, where or cls.__name__)
 
     @classmethod
     def from_json(cls, text: str):
@@ -167,14 +170,6 @@ def resume_key(cfg: SectionedConfig) -> dict:
     for k in RESUMABLE_TRAIN_FIELDS:
         d["train"].pop(k)
     return d
-
-
-def _build(cls, d: dict):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 PRESETS: dict[str, LacganConfig] = {

@@ -44,7 +44,12 @@ def register(subparsers) -> None:
                               description="Align faces as JAA-Net does (eyes level, 5-point box x2.9) to SxS crops.")
     p.add_argument("--manifest", type=Path, required=True, help="frame manifest from `lacgan ingest`")
     p.add_argument("--out", type=Path, required=True, help="aligned store to write or resume (.zarr)")
-    p.add_argument("--size", type=int, default=200, help="crop side S in pixels (paper: 200)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--preset", choices=("demo", "paper", "smoke"), default=None,
+                      help="crop side := this LAC-GAN preset's net size (demo, smoke: 64; paper: 200); the default, "
+                           "demo, is `lacgan train`'s default preset, so the two agree without saying")
+    size.add_argument("--size", type=int, default=None, help="crop side S in pixels instead (the LAC-GAN config "
+                                                              "trained on the store must have the same)")
     p.add_argument("--landmarks", choices=("auto", "cohort", "dlib"), default="auto",
                    help="auto: the cohort's own landmarks for a cohort root, dlib otherwise")
     p.add_argument("--chunk", type=int, default=64, help="rows per chunk (unit of work and of resumption)")
@@ -129,7 +134,10 @@ def run_align(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     before = AlignedStore.open(args.out).status() if args.out.exists() else None
-    out = align_manifest(args.manifest, args.out, size=args.size, landmarks=args.landmarks, chunk=args.chunk,
+    from lacgan.config import preset
+
+    size = args.size or preset(args.preset or "demo").net.size
+    out = align_manifest(args.manifest, args.out, size=size, landmarks=args.landmarks, chunk=args.chunk,
                          workers=args.workers)
     dt = time.perf_counter() - t0
     store = AlignedStore.open(out)

@@ -95,6 +95,7 @@ def run_trainset(args) -> int:
 @_user_errors
 def run_payoff(args) -> int:
     _logging()
+    from detectors.base import detector_preset
     from pipelines.payoff import PayoffConfig, measure_payoff
     from pipelines.trainset import EXPORT, PAYOFF, SYNTH
     from pipelines.trainset_export import MARK
@@ -109,9 +110,10 @@ def run_payoff(args) -> int:
     if store is None or synth is None or out is None:
         raise ValueError("give --trainset DIR, or --store, --synthetic and --out")
     seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
-    overrides = {"jaanet": {"epochs": args.epochs}} if args.epochs else {}
-    cfg = PayoffConfig(detectors=tuple(args.detector or ("hogsvm",)), seeds=seeds, preset=args.preset,
-                       test_fold=args.test_fold, overrides=overrides)
+    detectors = tuple(args.detector or ("hogsvm",))
+    configs = {d: detector_preset(d, args.preset, **({"epochs": args.epochs} if args.epochs and d == "jaanet" else {}))
+               for d in detectors}
+    cfg = PayoffConfig(detectors=detectors, seeds=seeds, configs=configs, test_fold=args.test_fold)
     t0 = time.perf_counter()
     md = measure_payoff(store, synth, out, cfg)
     print(Path(md).read_text())

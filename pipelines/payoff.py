@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +57,20 @@ class PayoffError(ValueError):
 @dataclass(frozen=True)
 class PayoffConfig:
     detectors: tuple[str, ...] = ("hogsvm",)  # trainable detectors (detectors.base.TRAINERS)
-    seeds: tuple[int, ...] = (0, 1)  # training seeds; each arm is trained once per seed
-    preset: str = "cpu"  # detector preset, the same for both arms
+    seeds: tuple[int, ...] = (0, 1)  # training seeds (each config's `seed`); each arm is trained once per seed
+    configs: dict = field(default_factory=dict)  # {detector: its typed config} for both arms; unnamed: the "cpu"
+    #                                             preset (detectors.base.detector_preset)
     test_fold: int = 3  # trained on by neither arm; its real frames are the only ones scored
-    overrides: dict = field(default_factory=dict)  # {detector: {field: value}} for both arms: {"jaanet": {"epochs": 2}}
     band: float = 1.0  # |delta| below this many F1 points counts as unchanged
+
+    def config(self, det: str, seed: int):
+        """Detector `det`'s config for one run: its config (or the "cpu" preset) with `seed`."""
+        from dataclasses import replace
+
+        from detectors.base import detector_preset
+
+        base = self.configs.get(det) or detector_preset(det, "cpu")
+        return replace(base, seed=seed)
 
 
 def _slug(arm: str) -> str:
@@ -71,7 +80,7 @@ def _slug(arm: str) -> str:
 def _fingerprint(store_path, synth_out, det: str, arm: str, seed: int, cfg: PayoffConfig) -> bytes:
     gen = Path(synth_out) / "generation.json"
     blob = {"store": str(Path(store_path).resolve()), "detector": det, "arm": arm, "seed": seed,
-            "preset": cfg.preset, "test_fold": cfg.test_fold, "overrides": cfg.overrides.get(det, {}),
+            "config": asdict(cfg.config(det, seed)), "test_fold": cfg.test_fold,
             "synthetic": hashlib.sha256(gen.read_bytes()).hexdigest() if arm != "real" and gen.exists() else None}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest().encode()
 
@@ -90,8 +99,7 @@ def train_and_score(store_path, run_dir, det: str, seed: int, cfg: PayoffConfig,
     from detectors.frames import FrameSource
 
     t0 = time.perf_counter()
-    summary = train_detector(det, store_path, run_dir, preset=cfg.preset, test_fold=cfg.test_fold, seed=seed,
-                             extra=extra, **cfg.overrides.get(det, {}))
+    summary = train_detector(det, store_path, run_dir, cfg.config(det, seed), test_fold=cfg.test_fold, extra=extra)
     test = FrameSource.from_store(store_path, fold=cfg.test_fold)
     detector = load_detector(det, run_dir)
     df = detector.score(test)

@@ -76,6 +76,12 @@ class PlanConfig:
     seed: int = 0  # everything random in the plan derives from this
     source: str = "random"  # how each frame's source is drawn from its subject's frames: SOURCE_POLICIES
 
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise PlanError(f"unknown policy {self.policy!r}; choose one of {POLICIES}")
+        if self.source not in SOURCE_POLICIES:
+            raise PlanError(f"unknown source policy {self.source!r}; choose one of {SOURCE_POLICIES}")
+
 
 # ---- reading the store's frames ---------------------------------------------------------------------------
 def store_frames(store_path) -> pd.DataFrame:
@@ -194,10 +200,6 @@ def _by_rates(frames: pd.DataFrame, cfg: PlanConfig, rates: np.ndarray, rng: np.
 
 def make_plan(store_path, cfg: PlanConfig = PlanConfig()) -> pd.DataFrame:
     """The plan for the aligned store at `store_path` (validated, deterministic from `cfg.seed`)."""
-    if cfg.policy not in POLICIES:
-        raise PlanError(f"unknown policy {cfg.policy!r}; choose one of {POLICIES}")
-    if cfg.source not in SOURCE_POLICIES:
-        raise PlanError(f"unknown source policy {cfg.source!r}; choose one of {SOURCE_POLICIES}")
     frames = store_frames(store_path)
     rng = np.random.default_rng(cfg.seed)
     if cfg.policy == "match-test":

@@ -15,7 +15,7 @@ Report folder (every number can be recomputed from `scores.parquet`, the images 
                   regions (> 0, > 8), and the mean source face
     report.md     everything above on one page, with the figures
     report.json   what the report was made from (sets, source policy, test fold, checkpoint hashes)
-    scores.parquet  the long score table the numbers come from (pipelines.score.SCORES_SCHEMA)
+    scores.parquet  the long score table the numbers come from (pipelines.score.SET_SCORES_SCHEMA)
     figures/      f1_sets.png (F1 per AU and set, per detector), outside_change.png (where pixels outside the
                   AU regions changed), single_au_grid.png (Fig. 3 style),
                   combos_grid.png (Fig. 5 style), counterfactual_grid.png (source | synthetic | counterfactual)
@@ -36,7 +36,7 @@ from lacgan.atomic import replacing, write_text as _write_text
 from manifests.aus import AUS
 from pipelines.edits import DASH, edit_metrics, edits_markdown, summarise
 from pipelines.paper_table1 import PAPER_TABLE1, paper_cell
-from pipelines.score import read_scores_info
+from pipelines.score import read_set_scores_info
 from pipelines.table1 import CELLS, ROWS, average_tables, table1
 
 log = logging.getLogger("lacgan.report")
@@ -184,7 +184,7 @@ def write_report(scores_path, synth_out, store_path, out_dir, cfg: ReportConfig 
 
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    scores, info = read_scores_info(scores_path)
+    scores, info = read_set_scores_info(scores_path)
     supported = info["supported_aus"]
     if Path(scores_path).resolve() != (out_dir / "scores.parquet").resolve():
         with replacing(out_dir / "scores.parquet") as tmp:

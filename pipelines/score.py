@@ -11,7 +11,7 @@ source rendered with its target AUs) are scored as set "counterfactual" (frame_i
 Folds: the plan (match-test), the LAC-GAN run behind the synthetic set and every trained detector must have held
 out the fold being scored; a mismatch is a ScoreError, never a silent mix.
 
-The output is one long Parquet table (`SCORES_SCHEMA`): frame_id, set (real | synthetic | source | counterfactual), detector,
+The output is one long Parquet table (`SET_SCORES_SCHEMA`): frame_id, set (real | synthetic | source | counterfactual), detector,
 au, score, present, label, status. Each (detector, set) is scored into its own file under `parts/` first, so
 an interrupted scoring run resumes with the parts it has not written yet.
 """
@@ -36,7 +36,7 @@ log = logging.getLogger("lacgan.score")
 
 SETS = ("real", "synthetic", "source", "counterfactual")
 
-SCORES_SCHEMA = pa.schema(
+SET_SCORES_SCHEMA = pa.schema(
     [
         pa.field("frame_id", pa.int64(), nullable=False),  # real/source: aligned row_id; synthetic: plan_row
         pa.field("set", pa.string(), nullable=False),  # real (test fold) | synthetic | source | counterfactual
@@ -153,8 +153,8 @@ def _long(df: pd.DataFrame, frames, set_name: str, detector: str) -> pd.DataFram
 
 
 def _write(df: pd.DataFrame, path: Path, meta: dict | None = None) -> Path:
-    schema = SCORES_SCHEMA.with_metadata({**SCORES_SCHEMA.metadata, **(meta or {})})
-    table = pa.Table.from_pandas(df[[f.name for f in SCORES_SCHEMA]], schema=schema, preserve_index=False)
+    schema = SET_SCORES_SCHEMA.with_metadata({**SET_SCORES_SCHEMA.metadata, **(meta or {})})
+    table = pa.Table.from_pandas(df[[f.name for f in SET_SCORES_SCHEMA]], schema=schema, preserve_index=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp:
         pq.write_table(table, tmp)
@@ -233,13 +233,13 @@ def score_all(store_path, synth_out, detectors: list[DetectorSpec], out_path, te
     return _write(pd.concat(parts, ignore_index=True), out_path, meta)
 
 
-def read_scores(path) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+def read_set_scores(path) -> tuple[pd.DataFrame, dict[str, list[int]]]:
     """(long score table, {detector: supported AUs})."""
-    df, info = read_scores_info(path)
+    df, info = read_set_scores_info(path)
     return df, info["supported_aus"]
 
 
-def read_scores_info(path) -> tuple[pd.DataFrame, dict]:
+def read_set_scores_info(path) -> tuple[pd.DataFrame, dict]:
     """(long score table, {"supported_aus": {det: [AU]}, "settings": {det: {...}}, "test_fold": int | None})."""
     path = Path(path)
     if not path.exists():
@@ -251,7 +251,7 @@ def read_scores_info(path) -> tuple[pd.DataFrame, dict]:
     meta = table.schema.metadata or {}
     if meta.get(b"lacgan.schema") != b"table1-scores/1":
         raise ScoreError(f"{path}: not a Table 1 score table (schema tag missing)")
-    missing = [f.name for f in SCORES_SCHEMA if f.name not in table.column_names]
+    missing = [f.name for f in SET_SCORES_SCHEMA if f.name not in table.column_names]
     if missing:
         raise ScoreError(f"{path}: score table lacks columns {missing}")
     supported = json.loads(meta.get(b"lacgan.supported_aus", b"{}"))

@@ -41,12 +41,12 @@ def _method(tmp, store, plan, name: str, boxes=()):
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
-    from detectors.base import train_detector
+    from detectors.base import detector_preset, train_detector
 
     tmp = tmp_path_factory.mktemp("compare")
     store = make_store(tmp, size=SIZE, frames=10)
     plan = build_plan(store, tmp / "plan.parquet", PlanConfig(policy="match-test", test_fold=3))
-    train_detector("hogsvm", store, tmp / "hogsvm", preset="cpu", test_fold=3)
+    train_detector("hogsvm", store, tmp / "hogsvm", detector_preset("hogsvm", "cpu"), test_fold=3)
     reports = {"LAC-GAN": _method(tmp, store, plan, "regions"),
                "whole-face": _method(tmp, store, plan, "boxes", boxes=(BIG, SMALL))}
     md = cmp.write_comparison(reports, tmp / "comparison")

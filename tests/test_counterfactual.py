@@ -91,14 +91,14 @@ def test_written_set_has_provenance_and_resumes(cf_run, aligned_store):
 def test_a_perfect_editor_gets_an_edit_quality_index_of_one(cf_run, aligned_store):
     """A 'generator' whose output is the counterfactual frames: the synthetic row equals the counterfactual row,
     the index is exactly 1, and every changed edit is closer to the truth than its source."""
-    from detectors.base import train_detector
+    from detectors.base import detector_preset, train_detector
     from pipelines.report import ReportConfig, write_report
     from pipelines.score import DetectorSpec, score_all
 
     tmp, plan, out = cf_run
     synth = tmp / "perfect"
     shutil.copytree(out, synth)  # same layout: a synthetic set whose frames ARE the ground truth
-    train_detector("hogsvm", aligned_store, tmp / "hogsvm", preset="cpu", test_fold=3)
+    train_detector("hogsvm", aligned_store, tmp / "hogsvm", detector_preset("hogsvm", "cpu"), test_fold=3)
     scores = score_all(aligned_store, synth, [DetectorSpec("hogsvm", str(tmp / "hogsvm"))], tmp / "scores.parquet",
                        counterfactual=out)
     report = write_report(scores, synth, aligned_store, tmp / "report", ReportConfig(identity_pairs=2),

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.base import read_scores
+from detectors.base import read_detector_scores
 from detectors.frames import FrameSource
 from flows.cli import main
 
@@ -21,7 +21,7 @@ def test_detect_train_then_score_writes_parquet_and_prints_metrics(aligned_store
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| mean |" in printed and "baseline_f1" in printed
-    df, info = read_scores(scores)
+    df, info = read_detector_scores(scores)
     fs = FrameSource.from_store(aligned_store, fold=3)
     assert info["detector"] == "hogsvm" and set(df["frame_id"]) == set(fs.frame_ids.tolist())
 
@@ -31,7 +31,7 @@ def test_detect_score_openface_standin_records_grouping(aligned_store, tmp_path,
     rc = main(["detect", "score", "--detector", "openface", "--openface-bin", str(STANDIN), "--grouping", "static",
                "--store", str(aligned_store), "--out", str(scores), "--fold", "1"])
     assert rc == 0
-    df, info = read_scores(scores)
+    df, info = read_detector_scores(scores)
     assert info["settings"]["grouping"] == "static" and info["settings"]["au_models"] == "static"
     assert 24 not in set(df["au"]) and (df["status"] == "ok").all()
     assert "| 24 |" in capsys.readouterr().out  # AU24 row printed with "−" for the detector
@@ -43,7 +43,7 @@ def test_detect_score_openface_frame_grouping_counts_partial_failures(aligned_st
     rc = main(["detect", "score", "--detector", "openface", "--openface-bin", str(STANDIN.parent), "--grouping",
                "frame", "--store", str(aligned_store), "--out", str(scores), "--fold", "1"])
     assert rc == 0
-    df, info = read_scores(scores)
+    df, info = read_detector_scores(scores)
     assert info["settings"]["grouping"] == "frame" and info["settings"]["executable"].endswith("FaceLandmarkImg")
     assert (df["status"] == "ok").all() and "frames failed" not in capsys.readouterr().out
     monkeypatch.setenv("STANDIN_FAIL_FRAME", "3")  # one frame of each sequence: no face tracked
@@ -103,7 +103,7 @@ def test_detect_score_openface_crashing_on_one_sequence_counts_it(aligned_store,
     rc = main(["detect", "score", "--detector", "openface", "--openface-bin", str(STANDIN), "--store",
                str(aligned_store), "--out", str(scores), "--fold", "1"])
     groups = list(FrameSource.from_store(aligned_store, fold=1).sequence_groups().values())
-    df, _ = read_scores(scores)
+    df, _ = read_detector_scores(scores)
     crashed = df.drop_duplicates("frame_id")["status"].str.contains("SIGSEGV")
     assert rc == 0 and crashed.sum() == len(groups[1]) < len(crashed)
     assert f"({len(groups[1])} of {len(crashed)} frames failed: {len(groups[1])} openface: killed by signal SIGSEGV" \
@@ -125,3 +125,26 @@ def test_detect_score_jaanet_config_with_an_unknown_field_is_one_line(aligned_st
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and not (tmp_path / "s.parquet").exists()
     assert err[0].startswith(f"error: {weights / 'config.json'}: unknown JaaNetConfig fields ['lr_gama']")
+
+
+def test_detect_train_config_file_typo_or_wrong_type_is_one_line_before_any_work(aligned_store, tmp_path, capsys):
+    """`detect train --config FILE` (what the augment flow hands its training step): a misspelt field or a value
+    of the wrong type exits 2 naming the file and the field, and nothing is written."""
+    import json
+
+    from detectors.jaanet.config import PRESETS, config_json
+
+    for name, change, field in (("typo", {"epoch": 2}, "jaanet.epoch: unknown field"),
+                                ("type", {"epochs": "two"}, "jaanet.epochs: expected an integer")):
+        cfg = tmp_path / f"{name}.json"
+        cfg.write_text(json.dumps({**config_json(PRESETS["demo"]), **change}))
+        out = tmp_path / f"out-{name}"
+        rc = main(["detect", "train", "--detector", "jaanet", "--store", str(aligned_store), "--out", str(out),
+                   "--config", str(cfg)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and not out.exists()
+        assert err[0].startswith(f"error: {cfg}: {field}"), err[0]
+    rc = main(["detect", "train", "--detector", "hogsvm", "--store", str(aligned_store), "--out", str(tmp_path / "h"),
+               "--epochs", "3"])  # HOG+SVM has no epochs: refused, not ignored
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "hogsvm config.epochs: unknown field of HogSvmConfig" in err

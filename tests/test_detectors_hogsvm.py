@@ -57,9 +57,10 @@ def test_load_names_missing_files(tmp_path):
 
 
 def test_train_and_score_smoke(aligned_store, tmp_path):
-    from detectors.base import load_detector, train_detector
+    from detectors.base import detector_preset, load_detector, train_detector
 
-    summary = train_detector("hogsvm", aligned_store, tmp_path / "hog", preset="cpu", test_fold=3, size=64)
+    summary = train_detector("hogsvm", aligned_store, tmp_path / "hog", detector_preset("hogsvm", "cpu", size=64),
+                             test_fold=3)
     assert summary["train_frames"] > 0
     det = load_detector("hogsvm", tmp_path / "hog")
     fs = FrameSource.from_store(aligned_store, fold=3)

@@ -191,18 +191,18 @@ def test_per_au_loop_equals_the_grouped_computation():
 
 
 def test_train_resume_and_score_smoke(aligned_store, tmp_path):
-    from detectors.base import load_detector, train_detector
+    from detectors.base import detector_preset, load_detector, train_detector
     from detectors.frames import FrameSource
 
     torch.set_num_threads(1)
     out = tmp_path / "jaanet"
-    small = dict(epochs=1, batch_size=8, input_size=56, crop=48, unit=2)
-    summary = train_detector("jaanet", aligned_store, out, preset="cpu", test_fold=3, **small)
+    small = detector_preset("jaanet", "cpu", epochs=1, batch_size=8, input_size=56, crop=48, unit=2)
+    summary = train_detector("jaanet", aligned_store, out, small, test_fold=3)
     assert summary["epochs_completed"] == 1 and (out / "jaanet.safetensors").exists()
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and "model" in state
     assert "metrics" in summary["held_out"] or "note" in summary["held_out"]
-    again = train_detector("jaanet", aligned_store, out, preset="cpu", test_fold=3, **small)  # resumes: no work
+    again = train_detector("jaanet", aligned_store, out, small, test_fold=3)  # resumes: no work
     assert again["epochs_completed"] == 1
     det = load_detector("jaanet", out)
     assert det.settings()["training"] == {"epochs": 1, "epochs_completed": 1, "stopped_by_time_budget": False}
@@ -226,11 +226,11 @@ def test_bf16_scoring_stays_close_and_keeps_float32_outputs():
 
 
 def test_a_wall_clock_cap_stops_training_and_is_recorded(aligned_store, tmp_path):
-    from detectors.base import load_detector, train_detector
+    from detectors.base import detector_preset, load_detector, train_detector
 
     torch.set_num_threads(1)
-    small = dict(epochs=3, batch_size=8, input_size=56, crop=48, unit=2)
-    summary = train_detector("jaanet", aligned_store, tmp_path / "j", preset="cpu", minutes=1e-6, **small)
+    small = detector_preset("jaanet", "cpu", epochs=3, batch_size=8, input_size=56, crop=48, unit=2)
+    summary = train_detector("jaanet", aligned_store, tmp_path / "j", small, minutes=1e-6)
     assert summary["stopped_by_time_budget"] and summary["epochs_completed"] == 0
     training = load_detector("jaanet", tmp_path / "j").settings()["training"]
     assert training == {"epochs": 3, "epochs_completed": 0, "stopped_by_time_budget": True}

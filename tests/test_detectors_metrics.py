@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detectors.base import read_scores, scores_table, write_scores
+from detectors.base import read_detector_scores, scores_table, write_detector_scores
 from detectors.frames import FrameError, FrameSource
 from detectors.metrics import au_metrics, format_table
 from manifests.aus import AUS
@@ -68,13 +68,13 @@ def test_score_table_round_trip_keeps_metadata(tmp_path):
 
     df = scores_table(np.array([5, 7]), (1, 2), np.array([[0.1, 0.9], [0.6, 0.2]]), np.array([[0, 1], [1, 0]]))
     assert list(df["au"]) == [1, 2, 1, 2] and list(df["frame_id"]) == [5, 5, 7, 7]
-    path = write_scores(df, tmp_path / "s.parquet", Dummy())
-    back, info = read_scores(path)
+    path = write_detector_scores(df, tmp_path / "s.parquet", Dummy())
+    back, info = read_detector_scores(path)
     assert info == {"detector": "dummy", "supported_aus": (1, 2), "settings": {"grouping": "static"}}
     assert back["score"].dtype == np.float32 and back["present"].dtype == np.int8
     bad = scores_table(np.array([5]), (1, 4), np.zeros((1, 2)), np.zeros((1, 2)))
     with pytest.raises(ValueError, match="unsupported AUs"):
-        write_scores(bad, tmp_path / "bad.parquet", Dummy())
+        write_detector_scores(bad, tmp_path / "bad.parquet", Dummy())
     assert not (tmp_path / "bad.parquet").exists()
 
 

@@ -29,11 +29,11 @@ def test_task_logic_without_the_engine(tmp_path):
     from prefect.logging import disable_run_logger
 
     from flows import tasks
-    from pipelines.plan import read_plan
+    from pipelines.plan import PlanConfig, read_plan
 
     store = make_store(tmp_path, size=32)
     with disable_run_logger():
-        path = tasks.make_plan.fn(str(store), str(tmp_path / "plan.parquet"), "balanced", 3, 5)
+        path = tasks.make_plan.fn(str(store), str(tmp_path / "plan.parquet"), PlanConfig(policy="balanced", count=5))
     assert len(read_plan(path)) == 6 * 5
     assert not tasks.detector_done(str(tmp_path / "nothing"))
     (tmp_path / "det").mkdir()
@@ -46,7 +46,7 @@ def test_task_logic_without_the_engine(tmp_path):
 def test_augment_rejects_unknown_preset_and_missing_root(tmp_path):
     from flows.augment import augment
 
-    with pytest.raises(ValueError, match="unknown augment preset"):
+    with pytest.raises(ValueError, match="job: unknown preset 'huge'"):
         augment.fn(out=str(tmp_path), preset="huge")  # .fn: the flow's body without the engine
     with pytest.raises(ValueError, match="needs bp4d_root"):
         augment.fn(out=str(tmp_path), preset="bp4d")
@@ -111,7 +111,7 @@ def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
     logging.getLogger("prefect").addHandler(logged)  # what the run loggers print (the flow's console and API)
     try:
         ckpt = fl.train_lacgan(store, str(tmp_path / "lacgan"), preset="smoke")
-        dets = fl.train_detectors(store, str(tmp_path / "detectors"), {"hogsvm": {"preset": "cpu"}})
+        dets = fl.train_detectors(store, str(tmp_path / "detectors"), preset="smoke")  # the smoke job's: hogsvm
     finally:
         logging.getLogger("prefect").removeHandler(logged)
     # the child processes' progress lines reach the flow's logs (rate and ETA, not a bar's carriage returns)
@@ -145,11 +145,12 @@ def test_step_flows_end_to_end(harness, aligned_store, tmp_path):
 
 
 def test_augment_refuses_an_unknown_baseline(tmp_path):
-    from flows.augment import PRESETS, augment
+    from flows.augment import augment
+    from pipelines.job import PRESETS
 
     with pytest.raises(ValueError, match="has no baseline 'stargan'"):
         augment.fn(out=str(tmp_path), preset="smoke", baseline="stargan")
-    assert PRESETS["demo"].baselines == {"ganimation": "demo"}  # the demo's GANimation: its CPU demo preset
+    assert PRESETS["demo"].baselines["ganimation"].preset == "demo"  # the demo's GANimation: its CPU demo preset
 
 
 @pytest.mark.slow
@@ -160,11 +161,12 @@ def test_one_fold_with_the_ganimation_baseline(harness, aligned_store, tmp_path)
     from prefect import flow
 
     from flows import augment as fl
+    from pipelines.job import compose_job
     from pipelines.synth_store import read_parts
 
     lay = fl.Layout.under(tmp_path)
     one_fold = flow(name="one_fold", validate_parameters=False)(fl._one_fold)  # the fold's steps in a flow run
-    md = one_fold(fl.PRESETS["smoke"], lay, str(aligned_store), 3, 0, None, None, baseline="ganimation")
+    md = one_fold(compose_job("smoke", {"generate": {"workers": 0}}), lay, str(aligned_store), baseline="ganimation")
     b = lay.baseline("ganimation")
     assert md == str(tmp_path / "report" / "report.md")
     gen_b = json.loads((tmp_path / "synthetic_ganimation" / "generation.json").read_text())

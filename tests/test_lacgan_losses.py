@@ -122,7 +122,7 @@ def test_paper_defaults():
 
 class ToyFeatures(torch.nn.Module):
     """LABELLED STAND-IN for the identity network, for this composition test only: five pooled maps of the
-    face. The real extractor is lacgan.identity's dlib ResNet, wired in by lacgan.cli."""
+    face. The real extractor is lacgan.identity's dlib ResNet, wired in by lacgan.run."""
 
     def __init__(self):
         super().__init__()

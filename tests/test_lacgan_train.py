@@ -128,9 +128,9 @@ def test_store_of_wrong_size_or_no_training_rows(store, tmp_path):
 
 def test_real_identity_network_in_training(store, tmp_path):
     """The dlib ResNet (lacgan.identity) as Eq. 4's φ: the G phase reports a positive identity term."""
-    from lacgan.cli import _identity
+    from lacgan.run import identity_network
 
-    feats = _identity("dlib", torch.device("cpu"))
+    feats = identity_network("dlib", torch.device("cpu"))
     models, data, cfg = _setup(store, steps=1, checkpoint_every=100, sample_every=100)
     train(models, data, cfg, tmp_path / "run", id_features=feats, progress=False)
     line = json.loads((tmp_path / "run" / "stats.jsonl").read_text().splitlines()[-1])

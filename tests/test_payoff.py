@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
+from detectors.base import detector_preset
 from manifests.aligned import AlignedStore
 from pipeline_fixtures import train_smoke_lacgan
 from pipelines import generate as gen
@@ -86,7 +87,8 @@ def test_rerun_resumes_without_retraining(aligned_store, synth, hogsvm_payoff, m
 
 @pytest.mark.slow
 def test_jaanet_payoff_smoke(aligned_store, synth, tmp_path):
-    cfg = po.PayoffConfig(detectors=("jaanet",), seeds=(0,), overrides={"jaanet": SMALL_JAANET})  # 2 seeds: hogsvm
+    cfg = po.PayoffConfig(detectors=("jaanet",), seeds=(0,),  # 2 seeds: hogsvm
+                          configs={"jaanet": detector_preset("jaanet", "cpu", **SMALL_JAANET)})
     po.measure_payoff(aligned_store, synth, tmp_path, cfg)
     table = pd.read_csv(tmp_path / "payoff.csv", dtype={"au": str})
     assert list(table["detector"].unique()) == ["jaanet"] and len(table) == 13 and table["seeds"].iloc[0] == 1
@@ -124,8 +126,12 @@ def test_flow_tasks_build_the_set_and_measure_it(aligned_store, smoke_ckpt, tmp_
     """The flow's tasks, without the engine (task.fn): the same library steps as the CLI."""
     from flows import tasks
 
-    export = tasks.trainset.fn(str(aligned_store), smoke_ckpt, str(tmp_path / "ts"), ratio=0.5, workers=0)
+    from pipelines.generate import GenerateConfig
+    from pipelines.trainset import TrainsetConfig
+
+    export = tasks.trainset.fn(str(aligned_store), smoke_ckpt, str(tmp_path / "ts"), TrainsetConfig(ratio=0.5),
+                               GenerateConfig(workers=0))
     assert json.loads((Path(export) / "trainset.json").read_text())["complete"]
     md = tasks.payoff.fn(str(aligned_store), str(tmp_path / "ts" / "synthetic"), str(tmp_path / "payoff"),
-                         ("hogsvm",), seeds=(0,))
+                         po.PayoffConfig(detectors=("hogsvm",), seeds=(0,)))
     assert "hogsvm" in Path(md).read_text() and (tmp_path / "payoff" / "scores.parquet").exists()

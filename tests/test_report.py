@@ -15,20 +15,20 @@ from pipeline_fixtures import make_store
 from pipelines import generate as gen
 from pipelines import report as rep
 from pipelines.plan import PlanConfig, build_plan
-from pipelines.score import DetectorSpec, ScoreError, read_scores, score_all
+from pipelines.score import DetectorSpec, ScoreError, read_set_scores, score_all
 from pipelines.table1 import table1
 from standin_editor import write_checkpoint
 
 
 def _run(tmp, copy: bool):
     """Stand-in generation (see standin_editor) scored by the real HOG+SVM detector, then the report."""
-    from detectors.base import train_detector
+    from detectors.base import detector_preset, train_detector
 
     store = make_store(tmp, size=32, frames=10)
     plan = build_plan(store, tmp / "plan.parquet", PlanConfig(policy="match-test", test_fold=3))
     gen.generate(plan, store, write_checkpoint(tmp / "ck", 32, copy=copy), tmp / "synth",
                  gen.GenerateConfig(frames_per_shard=8, workers=0, editor="standin_editor:StandInEditor"))
-    train_detector("hogsvm", store, tmp / "hogsvm", preset="cpu", test_fold=3)
+    train_detector("hogsvm", store, tmp / "hogsvm", detector_preset("hogsvm", "cpu"), test_fold=3)
     scores = score_all(store, tmp / "synth", [DetectorSpec("hogsvm", str(tmp / "hogsvm"))], tmp / "scores.parquet")
     rep.write_report(scores, tmp / "synth", store, tmp / "report", rep.ReportConfig(identity_pairs=3))
     return tmp / "report"
@@ -189,7 +189,7 @@ def test_edit_quality_index():
 
 
 def test_score_file_round_trip(report_dir):
-    df, supported = read_scores(report_dir / "scores.parquet")
+    df, supported = read_set_scores(report_dir / "scores.parquet")
     assert set(supported) == {"hogsvm"} and set(df.columns) >= {"frame_id", "set", "detector", "au", "score",
                                                                 "present", "label"}
 
@@ -200,9 +200,9 @@ def test_fold_mismatches_are_refused(report_dir, tmp_path):
     with pytest.raises(ScoreError, match="matches test fold 3, but fold 2 is being scored"):
         score_all(store, root / "synth", [DetectorSpec("hogsvm", str(root / "hogsvm"))], tmp_path / "s.parquet",
                   test_fold=2)
-    from detectors.base import train_detector
+    from detectors.base import detector_preset, train_detector
 
-    train_detector("hogsvm", store, tmp_path / "hog2", preset="cpu", test_fold=2)
+    train_detector("hogsvm", store, tmp_path / "hog2", detector_preset("hogsvm", "cpu"), test_fold=2)
     with pytest.raises(ScoreError, match="held out fold 2, but fold 3"):
         score_all(store, root / "synth", [DetectorSpec("hogsvm", str(tmp_path / "hog2"))], tmp_path / "s.parquet")
     ck = write_checkpoint(tmp_path / "ck2", 32)

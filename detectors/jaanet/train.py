@@ -1,6 +1,6 @@
 """Training JAA-Net on the training folds of an aligned store; the held-out fold's F1 goes in the summary.
 
-`train_jaanet(store, out_dir, preset="cpu"|"paper", test_fold=3, minutes=None)` writes to `out_dir`:
+`train_jaanet(store, out_dir, PRESETS["cpu"], test_fold=3, minutes=None)` writes to `out_dir`:
 
     jaanet.safetensors   final weights (state_dict tensors)
     config.json          JaaNetConfig, AU weights, training summary, held-out metrics
@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from detectors.jaanet import data
-from detectors.jaanet.config import PRESETS, JaaNetConfig, lr_at
+from detectors.jaanet.config import JaaNetConfig, lr_at
 from detectors.jaanet.detector import JaaNetDetector, save_weights
 from detectors.jaanet.landmarks import interocular, to_49
 from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
@@ -97,14 +97,11 @@ def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extr
     return np.load(path, mmap_mode="r")
 
 
-def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, minutes: float | None = None,
-                 extra=None, progress: bool | str = True, **overrides) -> dict:
-    """Train on every fold but `test_fold` (plus `extra` frames, same budget: module doc), stop after `minutes`
-    of training if given; save; score the held-out fold. `overrides` replace JaaNetConfig fields of the preset
-    (e.g. epochs=1). `progress`: a lacgan.progress mode."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown JAA-Net preset {preset!r}; choose one of {sorted(PRESETS)}")
-    cfg = replace(PRESETS[preset], **overrides)
+def train_jaanet(store_path, out_dir, cfg: JaaNetConfig, test_fold: int = 3, minutes: float | None = None,
+                 extra=None, progress: bool | str = True) -> dict:
+    """Train `cfg` on every fold but `test_fold` (plus `extra` frames, same budget: module doc) for its epochs;
+    `minutes` is a wall-clock safety net (the summary says when it cut training short); save; score the
+    held-out fold. `progress`: a lacgan.progress mode."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store = AlignedStore.open(store_path)
@@ -176,7 +173,7 @@ def train_jaanet(store_path, out_dir, preset: str = "cpu", test_fold: int = 3, m
         spent_file.write_text(json.dumps({"minutes": spent_before + (time.time() - t0) / 60}))
     train_minutes = spent_before + (time.time() - t0) / 60
 
-    summary = {"preset": preset, "test_fold": test_fold, "train_frames": int(len(rows)),
+    summary = {"test_fold": test_fold, "train_frames": int(len(rows)),
                "extra_frames": int(len(labels) - len(rows)), "steps_per_epoch": n_batches,
                "train_minutes": round(train_minutes, 2), "epochs_completed": completed,
                "cpu_minutes_this_run": round((time.process_time() - cpu0) / 60, 2),
