@@ -41,9 +41,14 @@ def register(subparsers) -> None:
     p.add_argument("--detector", action="append", choices=("hogsvm", "jaanet"), help="repeat for several "
                                                                                     "(default hogsvm)")
     p.add_argument("--seeds", default="0,1", help="training seeds, e.g. 0,1")
-    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu")
-    p.add_argument("--epochs", type=int, default=None, help="jaanet: epochs for both arms (default: the preset's)")
-    p.add_argument("--test-fold", type=int, default=3)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", default="cpu", help="each detector's preset (jaanet: cpu, demo, paper; hogsvm: "
+                                                       "cpu, paper; default cpu)")
+    which.add_argument("--job", type=Path, default=None,
+                       help="a run's OUT/job.json: the detectors' configs and test fold the job trained with (e.g. "
+                            "runs/demo/augment/job.json: JAA-Net's demo schedule)")
+    p.add_argument("--epochs", type=int, default=None, help="jaanet: epochs for both arms (default: the config's)")
+    p.add_argument("--test-fold", type=int, default=None, help="held-out fold (default: the job's, else 3)")
     p.set_defaults(func=run_payoff)
 
 
@@ -111,9 +116,24 @@ def run_payoff(args) -> int:
         raise ValueError("give --trainset DIR, or --store, --synthetic and --out")
     seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
     detectors = tuple(args.detector or ("hogsvm",))
-    configs = {d: detector_preset(d, args.preset, **({"epochs": args.epochs} if args.epochs and d == "jaanet" else {}))
-               for d in detectors}
-    cfg = PayoffConfig(detectors=detectors, seeds=seeds, configs=configs, test_fold=args.test_fold)
+    epochs = {"jaanet": {"epochs": args.epochs}} if args.epochs else {}
+    test_fold = args.test_fold
+    if args.job:
+        from dataclasses import replace
+
+        from pipelines.job import read_job
+
+        job = read_job(args.job)
+        trained = job.detectors.trainable()
+        missing = [d for d in detectors if d not in trained]
+        if missing:
+            raise ValueError(f"{args.job}: the job has no {missing[0]} detector (it has {sorted(trained)})")
+        configs = {d: replace(trained[d], **epochs.get(d, {})) for d in detectors}
+        test_fold = job.test_fold if test_fold is None else test_fold
+    else:
+        configs = {d: detector_preset(d, args.preset, **epochs.get(d, {})) for d in detectors}
+    cfg = PayoffConfig(detectors=detectors, seeds=seeds, configs=configs,
+                       test_fold=3 if test_fold is None else test_fold)
     t0 = time.perf_counter()
     md = measure_payoff(store, synth, out, cfg)
     print(Path(md).read_text())

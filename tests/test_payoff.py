@@ -135,3 +135,28 @@ def test_flow_tasks_build_the_set_and_measure_it(aligned_store, smoke_ckpt, tmp_
     md = tasks.payoff.fn(str(aligned_store), str(tmp_path / "ts" / "synthetic"), str(tmp_path / "payoff"),
                          po.PayoffConfig(detectors=("hogsvm",), seeds=(0,)))
     assert "hogsvm" in Path(md).read_text() and (tmp_path / "payoff" / "scores.parquet").exists()
+
+
+def test_payoff_with_a_jobs_detector_configs(aligned_store, synth, tmp_path, monkeypatch, capsys):
+    """`lacgan payoff --job OUT/job.json`: both arms train with the configs (and test fold) the job trained its
+    detectors with; a detector the job did not train is refused, naming the file."""
+    from flows.cli import main
+    from pipelines.job import compose_job, write_job
+
+    job = write_job(compose_job("demo", {"test_fold": 2}), tmp_path / "job.json")
+    seen = []
+    monkeypatch.setattr(po, "measure_payoff", lambda store, syn, out, cfg: seen.append(cfg) or _md(tmp_path))
+    rc = main(["payoff", "--store", str(aligned_store), "--synthetic", str(synth), "--out", str(tmp_path / "p"),
+               "--job", str(job), "--detector", "jaanet", "--epochs", "3"])
+    assert rc == 0 and seen[0].test_fold == 2
+    demo = compose_job("demo").detectors.jaanet
+    assert seen[0].configs["jaanet"] == detector_preset("jaanet", "demo", epochs=3) and demo.epochs == 10
+    smoke = write_job(compose_job("smoke"), tmp_path / "smoke.json")
+    rc = main(["payoff", "--store", str(aligned_store), "--synthetic", str(synth), "--out", str(tmp_path / "p"),
+               "--job", str(smoke), "--detector", "jaanet"])
+    assert rc == 2 and f"{smoke}: the job has no jaanet detector" in capsys.readouterr().err
+
+
+def _md(tmp_path):
+    (tmp_path / "payoff.md").write_text("stand-in payoff page")
+    return tmp_path / "payoff.md"
