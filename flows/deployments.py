@@ -7,7 +7,9 @@ process serving the deployments, so that from another shell
         --param openface_grouping=frame --param openface_model=model/main_clnf_general.txt
 
 runs the job (OpenFace parameters: openface_bin, openface_model, openface_grouping "sequence" | "static" |
-"frame", openface_timeout; Prefect checks their types). Served: augment/demo (embedded cohort, demo presets),
+"frame", openface_timeout; the job's `test_fold`, and `config`, a dict of job changes such as
+'{"lacgan": {"train": {"steps": 3000}}}' composed by pipelines.job before any step runs; Prefect checks their
+types). Served: augment/demo (embedded cohort, demo presets),
 augment/bp4d (paper presets; bp4d_root given at run time), augment/demo-ganimation (the demo with
 baseline=ganimation: GANimation through the same steps and the side-by-side page; `--param baseline=ganimation`
 does the same on augment/bp4d), and one deployment per step (plan/default, generate/default,
