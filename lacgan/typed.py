@@ -127,17 +127,18 @@ def to_dict(obj):
     return obj
 
 
-def merge(base: dict, changes: dict, where: str = "config", open_keys: tuple[str, ...] = ()) -> dict:
-    """`changes` laid over `base` (nested dicts merged key by key; other values replaced). A key `base` lacks is
-    a ConfigError naming it, unless its parent is one of `open_keys` (dotted paths of free-form mappings) or the
-    base value there is None (an absent section being given)."""
+def merge(base: dict, changes: dict, where: str = "config", open_keys: tuple[str, ...] = (),
+          strict: bool = True) -> dict:
+    """`changes` laid over `base` (nested dicts merged key by key; other values replaced). With `strict`, a key
+    `base` lacks is a ConfigError naming it, unless its parent is one of `open_keys` (dotted paths of free-form
+    mappings)."""
     out = dict(base)
     for key, value in changes.items():
         path = f"{where}.{key}"
-        if key not in base and where not in open_keys:
+        if strict and key not in base and where not in open_keys:
             raise ConfigError(f"{path}: unknown field (known: {', '.join(base)})")
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            out[key] = merge(base[key], value, path, open_keys)
+            out[key] = merge(base[key], value, path, open_keys, strict)
         else:
             out[key] = value
     return out
@@ -145,10 +146,7 @@ def merge(base: dict, changes: dict, where: str = "config", open_keys: tuple[str
 
 def overlay(a: dict, b: dict) -> dict:
     """`b` laid over `a`, nested dicts merged key by key, nothing checked (compose checks the result)."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = overlay(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-    return out
+    return merge(a, b, strict=False)
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
