@@ -1,15 +1,15 @@
 """Training on several processes (`torchrun`): one process per device, each holding a share of every step's batch.
 
 The convention is data parallelism with *global* losses: every batch reduction in a loss (a mean over the
-batch, a masked mean, a batch-norm statistic) is taken over the whole step's batch, summed across the processes
-with a differentiable all-reduce, so every rank computes the same loss value as one process would on the whole
-batch. Each rank's backward pass then yields `world` × its share of the gradient (the all-reduce's backward sums
-the ranks' upstream gradients), and `average_gradients` averages them: the update is the single-process update,
-to float tolerance. Outside a sharded run (one process, or a process group of one) every helper here is the
-plain local operation, so single-process training computes exactly what it computed before this module existed.
+batch, a masked mean, a batch-norm statistic) is taken over the whole step's batch, summed across the
+processes, so every rank computes the loss value one process would compute on the whole batch. Each rank's
+backward pass yields `world` × its share of the gradient (`batch_sum` and `global_sum` below say how), and
+`average_gradients` averages them: the update is the single-process update, to float tolerance. Outside a
+sharded run (one process, or a process group of one) every helper here is the plain local operation, so
+single-process training computes exactly what it computed before this module existed.
 
-    torchrun --standalone --nproc_per_node 2 -m lacgan.cli train --store S --out RUN   # 2 CPU processes (gloo)
-    torchrun --standalone --nproc_per_node 4 -m lacgan.cli train --device cuda ...      # 4 GPUs (NCCL)
+    torchrun --standalone --nproc_per_node 2 -m flows.cli train --store S --out RUN   # 2 CPU processes (gloo)
+    torchrun --standalone --nproc_per_node 4 -m flows.cli train --device cuda ...      # 4 GPUs (NCCL)
 
 `Shard` says which rows of the step's batch a rank holds; batches, targets and priors are drawn for the whole
 batch from (seed, step) and sliced, so a rank's share is a pure function of (seed, step, rank, world) and a
@@ -28,6 +28,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from lacgan.device import pick_device
+
+
+TIMEOUT_ENV = "LACGAN_DIST_TIMEOUT_S"  # seconds a collective may wait for the other ranks (default 30 min)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ def start(device: str | None = None) -> tuple[Shard, torch.device]:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
+        timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, 1800)))
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timeout)
     return current(), dev
 
 
@@ -101,9 +105,26 @@ def main_first():
 
 
 # ---- reductions over the whole batch ----------------------------------------------------------------------
+# Two sums over the ranks, both with the global value on every rank:
+#   batch_sum   gradient stays on this rank (× world, which average_gradients undoes): no collective runs in the
+#               backward pass, so it is safe where ranks' graphs differ (LAC-GAN's identity rows live on rank 0
+#               only). Right for additive terms: sums and means over the batch, whose gradient w.r.t. a rank's
+#               rows is that rank's own.
+#   global_sum  gradient summed over the ranks (a collective in the backward pass): for statistics whose gradient
+#               must reach every rank's rows (batch norm, the Dice ratio). Use it only where every rank builds the
+#               same graph, or the ranks' backward collectives could pair up wrongly.
+def batch_sum(x: torch.Tensor) -> torch.Tensor:
+    """x summed over the ranks (value), with the gradient of `world · x` (see above); x when not sharded."""
+    if not sharded():
+        return x
+    world = dist.get_world_size()
+    total = x.detach().clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(total)
+    return x * world + (total - x.detach() * world)
+
+
 def global_sum(x: torch.Tensor) -> torch.Tensor:
-    """x summed over the ranks, differentiably (the backward pass sums the ranks' gradients); x itself when not
-    sharded."""
+    """x summed over the ranks, differentiably: the backward pass sums the ranks' gradients; x when not sharded."""
     return _AllReduceSum.apply(x) if sharded() else x
 
 
@@ -133,17 +154,17 @@ def global_count(n: int | float | torch.Tensor, like: torch.Tensor) -> torch.Ten
 
 
 def batch_mean(x: torch.Tensor) -> torch.Tensor:
-    """x.mean(0) over the whole step's batch."""
+    """x.mean(0) over the whole step's batch (an additive term: `batch_sum`)."""
     if not sharded():
         return x.mean(0)
-    return global_sum(x.sum(0)) / global_count(x.shape[0], x)
+    return batch_sum(x.sum(0)) / global_count(x.shape[0], x)
 
 
 def mean_all(x: torch.Tensor) -> torch.Tensor:
-    """x.mean() over every element of the whole step's batch (x's dim 0 is the batch)."""
+    """x.mean() over every element of the whole step's batch (x's dim 0 is the batch; an additive term)."""
     if not sharded():
         return x.mean()
-    return global_sum(x.sum()) / global_count(x.numel(), x).clamp(min=1.0)
+    return batch_sum(x.sum()) / global_count(x.numel(), x).clamp(min=1.0)
 
 
 # ---- gradients and statistics ---------------------------------------------------------------------------
