@@ -1,6 +1,11 @@
 """JAA-Net's loss terms as pure functions (Shao et al., ECCV 2018, Eqs. 2-6).
 
 Labels are (B, A) with 1 present, 0 absent, -1 unknown; unknown entries are masked out of the AU terms.
+
+Every reduction over the batch is global (lacgan.distributed): under torchrun each rank holds a share of the step's
+batch, and the sums and counts below are taken over the whole batch before any division, so every rank computes
+the loss one process computes on the whole batch (a Dice ratio or a masked mean of per-rank means would not be).
+In one process the helpers are the plain local operations and the values are bitwise what they always were.
 """
 
 from __future__ import annotations
@@ -8,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from lacgan.distributed import batch_mean, global_count, global_sum, sharded
 
 
 def au_weights(labels: np.ndarray, floor: float = 1e-3) -> np.ndarray:
@@ -25,7 +32,7 @@ def au_softmax_loss(logp: torch.Tensor, labels: torch.Tensor, weight: torch.Tens
     known = labels != -1
     target = labels.clamp(min=0).long()
     nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)  # (B, A)
-    per_au = (nll * known).sum(0) / known.sum(0).clamp(min=1)
+    per_au = global_sum((nll * known).sum(0)) / global_count(known.sum(0), nll).clamp(min=1)
     return (per_au * weight).mean()
 
 
@@ -35,18 +42,27 @@ def au_dice_loss(logp: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
     known = (labels != -1).float()
     p = logp[:, 1].exp() * known
     y = labels.clamp(min=0).float() * known
-    dice = 1 - (2 * (p * y).sum(0) + eps) / ((p * p).sum(0) + (y * y).sum(0) + eps)
+    py, pp, yy = (global_sum(v.sum(0)) for v in (p * y, p * p, y * y))  # a ratio: sums global before dividing
+    dice = 1 - (2 * py + eps) / (pp + yy + eps)
     return (dice * weight).mean()
 
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, interocular: torch.Tensor) -> torch.Tensor:
     """½ Σ_j ‖pred_j − target_j‖² / d_o², mean over the batch. pred/target (B, 49, 2), interocular (B,)."""
     sq = ((pred - target) ** 2).sum((1, 2))
-    return (sq / (2 * interocular.clamp(min=1e-3) ** 2)).mean()
+    return batch_mean(sq / (2 * interocular.clamp(min=1e-3) ** 2))
 
 
 def attention_refine_loss(refined: torch.Tensor, predefined: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of refined maps against the predefined ones, mean over pixels and batch, summed over
     AUs. Both (B, A, m, m) in [0, 1]."""
     bce = F.binary_cross_entropy(refined.clamp(1e-6, 1 - 1e-6), predefined, reduction="none")
-    return bce.mean((0, 2, 3)).sum()
+    return _mean_over_batch_and_pixels(bce).sum()
+
+
+def _mean_over_batch_and_pixels(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (C,) means over the whole step's batch and the pixels; x.mean((0, 2, 3)) in one process
+    (kept as is, so that single-process values stay bitwise)."""
+    if not sharded():
+        return x.mean((0, 2, 3))
+    return global_sum(x.sum((0, 2, 3))) / global_count(x.numel() // x.shape[1], x)
