@@ -73,8 +73,12 @@ def run_train(args) -> int:
     from lacgan.run import model_preset, read_model_config, train_model
     from lacgan.train import losses_summary
 
+    from lacgan import distributed
+
     out = Path(args.out)
-    good = newest_good_checkpoint(out) if out.exists() else None  # corrupt newer ones: moved aside, with a warning
+    shard, _ = distributed.start(args.device)  # under torchrun: join the process group (one process: no-op)
+    with distributed.main_first():  # corrupt newer checkpoints are moved aside (with a warning) by rank 0 only
+        good = newest_good_checkpoint(out) if out.exists() else None
     model = args.model or (good.model if good is not None else "lacgan")
     if args.config:
         cfg = read_model_config(model, args.config)
@@ -87,9 +91,10 @@ def run_train(args) -> int:
     cfg = cfg.replace(train=changes)
     result = train_model(args.store, out, cfg, identity=args.identity, device=args.device, progress=args.progress,
                          log=lambda line: print(f"lacgan train: {line}" if not line.startswith(" ") else line))
-    for k, (a, b) in losses_summary(result.history).items():
-        print(f"  {k:9s} first {a:.4f}  last {b:.4f}")
-    print(f"done: step {result.step}, checkpoint {result.checkpoint}, grids {out / 'samples'}/fig3-latest.png")
+    if shard.main:
+        for k, (a, b) in losses_summary(result.history).items():
+            print(f"  {k:9s} first {a:.4f}  last {b:.4f}")
+        print(f"done: step {result.step}, checkpoint {result.checkpoint}, grids {out / 'samples'}/fig3-latest.png")
     return 0
 
 

@@ -45,6 +45,7 @@ class FaceData:
     _store: AlignedStore
     _cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # train images, landmarks, labels
     _sequences: np.ndarray | None = None  # (len(train_rows),) int sequence id of each training row
+    _label_cache: np.ndarray | None = None  # labels of the training rows (when the images are not cached)
 
     @classmethod
     def open(cls, path, size: int, test_fold: int, cache: bool = True) -> "FaceData":
@@ -99,20 +100,36 @@ class FaceData:
         inv = np.argsort(order)
         return tuple(a[inv] for a in out)
 
-    def batch(self, step: int, batch_size: int, seed: int, flip: float, pair_prob: float = 0.0):
+    def batch(self, step: int, batch_size: int, seed: int, flip: float, pair_prob: float = 0.0,
+              rows: slice | None = None):
         """The batch of `step`: (images uint8, landmarks, labels, targets, partner images uint8 | None,
-        paired (B,) bool | None), all numpy."""
+        paired (B,) bool | None), all numpy. `rows` (torchrun: this rank's `distributed.Shard.rows`): the
+        whole batch is drawn as in one process and only these rows are read and returned."""
+        rows = rows or slice(0, batch_size)
         rng = np.random.default_rng([seed, step])
         idx = rng.integers(0, len(self.train_rows), size=batch_size)
-        images, landmarks, labels = self.read_train(idx)
-        targets = sample_targets(labels, rng, flip)
+        targets = sample_targets(self.train_labels(idx), rng, flip)[rows]
+        images, landmarks, labels = self.read_train(idx[rows])
         if pair_prob <= 0:
             return images, landmarks, labels, targets, None, None
         pair_rng = np.random.default_rng([seed, step, 2])  # its own stream: unpaired batches stay as they were
         paired = pair_rng.random(batch_size) < pair_prob
-        partner_images, _, partner_labels = self.read_train(self.partners(idx, pair_rng))
+        partners = self.partners(idx, pair_rng)[rows]
+        paired = paired[rows]
+        partner_images, _, partner_labels = self.read_train(partners)
         targets = np.where(paired[:, None], partner_labels, targets).astype(np.int8)
         return images, landmarks, labels, targets, partner_images, paired
+
+    def train_labels(self, idx: np.ndarray) -> np.ndarray:
+        """idx into train_rows -> labels (int8), without reading images."""
+        if self._cache is not None:
+            return self._cache[2][idx]
+        return self._labels()[idx]
+
+    def _labels(self) -> np.ndarray:
+        if self._label_cache is None:
+            self._label_cache = np.asarray(self._store.labels())[self.train_rows]
+        return self._label_cache
 
     def held_out(self, n: int):
         """`n` held-out faces spread evenly over the test fold (training faces when the fold is empty)."""

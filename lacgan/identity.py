@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lacgan.device import pick_device
+from lacgan.distributed import mean_all
 from lacgan.dlib_format import (Affine, AddPrev, Conv, DlibNet, FullyConnected, Pool, Relu, Skip, Tag,
                                 read_face_resnet)
 
@@ -206,7 +207,8 @@ def load_dlib_face_net(path: str | Path | None = None, device: str | torch.devic
 
 def identity_loss(feats_fake: list[torch.Tensor], feats_real: list[torch.Tensor],
                   alphas: tuple[float, ...] = ALPHAS) -> torch.Tensor:
-    """Eq. 4: Σ_l α_l · mean|φ_l(X_t) − φ_l(X_r)| over the given layers (a scalar)."""
+    """Eq. 4: Σ_l α_l · mean|φ_l(X_t) − φ_l(X_r)| over the given layers (a scalar; under torchrun the mean covers
+    every rank's faces, lacgan.distributed)."""
     if not (len(feats_fake) == len(feats_real) == len(alphas)) or not alphas:
         raise ValueError(f"identity_loss needs as many fake ({len(feats_fake)}) and real ({len(feats_real)}) "
                          f"feature maps as weights ({len(alphas)}), at least one")
@@ -214,7 +216,7 @@ def identity_loss(feats_fake: list[torch.Tensor], feats_real: list[torch.Tensor]
     for l, (a, b, w) in enumerate(zip(feats_fake, feats_real, alphas)):
         if a.shape != b.shape:
             raise ValueError(f"identity_loss layer {l}: fake {tuple(a.shape)} vs real {tuple(b.shape)}")
-        total = total + float(w) * (a - b).abs().mean()
+        total = total + float(w) * mean_all((a - b).abs())
     return total
 
 

@@ -5,7 +5,9 @@ Conventions. Logits are raw; adversarial terms are the log-loss of the paper wri
 batch with a mask (an AU whose label is -1 has no real/fake target) and then weighted by β_i (Eq. 10).
 Per-group terms (one group = one generator, see networks.region_groups) are (G,) vectors. The generated ROI is
 A_i ⊙ (the fake region, or the composite inside the window: LossConfig.judge), the real ROI X_AUi = A_i ⊙ X_s
-(Eq. 1), both inside the group's window.
+(Eq. 1), both inside the group's window. Every reduction over the batch goes through lacgan.distributed
+(batch_sum, batch_mean, mean_all): under torchrun it covers the whole step's batch across the ranks, in one
+process it is the plain sum or mean.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lacgan.compose import Windows, compose, gather_windows
+from lacgan.distributed import batch_mean, batch_sum, global_count, mean_all
 from lacgan.config import LossConfig, NetConfig
 from lacgan.identity import crop_to_chip, identity_loss  # Eq. 4, pure (lacgan/identity.py)
 from lacgan.networks import Models
@@ -29,9 +32,9 @@ PHASES = ("D_z", "D_lat", "D_local", "D_global", "G")
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over dim 0 (the batch) of the entries where mask is true; 0 where the mask is empty."""
     if mask is None:
-        return x.mean(0)
+        return batch_mean(x)
     m = mask.to(x.dtype)
-    return (x * m).sum(0) / m.sum(0).clamp(min=1.0)
+    return batch_sum((x * m).sum(0)) / global_count(m.sum(0), x).clamp(min=1.0)
 
 
 def d_adv_loss(real: torch.Tensor, fake: torch.Tensor, real_mask=None, fake_mask=None) -> torch.Tensor:
@@ -57,7 +60,7 @@ def regression_loss(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     (unknown, or an unused slot) left out -> (G,) mean over the batch and the group's AUs."""
     known = (labels >= 0).to(pred.dtype)
     err = (pred - labels.clamp(min=0).to(pred.dtype)) ** 2 * known
-    return err.sum(dim=(0, 2)) / known.sum(dim=(0, 2)).clamp(min=1.0)
+    return batch_sum(err.sum(dim=(0, 2))) / global_count(known.sum(dim=(0, 2)), err).clamp(min=1.0)
 
 
 def latent_loss(logits: torch.Tensor, labels: torch.Tensor, confuse: bool = False) -> torch.Tensor:
@@ -66,7 +69,7 @@ def latent_loss(logits: torch.Tensor, labels: torch.Tensor, confuse: bool = Fals
     known = (labels >= 0).to(logits.dtype)
     target = torch.full_like(logits, 0.5) if confuse else labels.clamp(min=0).to(logits.dtype)
     err = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * known
-    return err.sum(dim=(0, 2)) / known.sum(dim=(0, 2)).clamp(min=1.0)
+    return batch_sum(err.sum(dim=(0, 2))) / global_count(known.sum(dim=(0, 2)), err).clamp(min=1.0)
 
 
 def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
@@ -106,12 +109,16 @@ def draw(output: str, source: torch.Tensor, dec_target: torch.Tensor, dec_source
 
 def tv_loss(x: torch.Tensor) -> torch.Tensor:
     """Anisotropic total variation: mean |vertical differences| + mean |horizontal differences|."""
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    return mean_all((x[..., 1:, :] - x[..., :-1, :]).abs()) + mean_all((x[..., :, 1:] - x[..., :, :-1]).abs())
 
 
-def sample_prior(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """z ~ U[-1, 1] shaped like `like` (Eq. 6's prior)."""
-    u = torch.rand(like.shape, generator=generator, device="cpu", dtype=torch.float32)
+def sample_prior(like: torch.Tensor, generator: torch.Generator | None = None, rows: slice | None = None,
+                 total: int | None = None) -> torch.Tensor:
+    """z ~ U[-1, 1] shaped like `like` (Eq. 6's prior); with `rows` of a batch of `total`, drawn for the whole
+    batch and sliced, so a rank's share equals those rows of one process's draw."""
+    shape = like.shape if rows is None else (total, *like.shape[1:])
+    u = torch.rand(shape, generator=generator, device="cpu", dtype=torch.float32)
+    u = u if rows is None else u[rows]
     return (u * 2 - 1).to(device=like.device, dtype=like.dtype)
 
 
@@ -130,6 +137,16 @@ class Batch:
     targets: torch.Tensor  # (B, 12) int64 target labels {1, 0, -1}
     partner: torch.Tensor | None = None  # (B, 3, S, S) same-sequence partner frames (data.FaceData.batch)
     paired: torch.Tensor | None = None  # (B,) bool: this row's target is its partner's labels
+    rows: slice | None = None  # under torchrun: this rank's rows of the step's batch of `total` (distributed.Shard)
+    total: int | None = None
+
+    def head(self, n: int) -> int:
+        """How many of this batch's rows are among the step's first n rows (0 = all: every row)."""
+        if n <= 0:
+            return self.images.shape[0]
+        if self.rows is None:
+            return min(n, self.images.shape[0])
+        return max(0, min(n, self.rows.stop) - self.rows.start)
 
 
 @dataclass
@@ -186,7 +203,7 @@ class LacganLoss:
         maps = b.win.maps[:, :, None]
         known_s, known_t = self.grouping.active(b.labels), self.grouping.active(b.targets)
         if name == "D_z":
-            per = d_adv_loss(self.m.D_z(sample_prior(g.z, prior)), self.m.D_z(g.z.detach()))
+            per = d_adv_loss(self.m.D_z(sample_prior(g.z, prior, b.rows, b.total)), self.m.D_z(g.z.detach()))
             return weighted_sum(per, beta), {"adv": per}
         if name == "D_lat":
             per = latent_loss(self.m.D_lat(g.z.detach()), self.grouping.labels(b.labels))
@@ -231,10 +248,14 @@ class LacganLoss:
             total = total + c.lambda_img * adv_img
             terms["adv_img"] = adv_img
         if self.id_features is not None and c.lambda_3 > 0:
-            n = c.id_faces or b.images.shape[0]
-            with torch.no_grad():
-                real = self.id_features(b.images[:n])
-            ident = identity_loss(list(self.id_features(g.composed[:n])), list(real), c.id_alphas)
+            n = b.head(c.id_faces)  # the step's first id_faces faces (under torchrun: those on this rank)
+            if n:
+                with torch.no_grad():
+                    real = list(self.id_features(b.images[:n]))
+                fake = list(self.id_features(g.composed[:n]))
+            else:  # none on this rank: it still joins the term's reductions over the ranks
+                fake = real = [g.composed.new_zeros(0)] * len(c.id_alphas)
+            ident = identity_loss(fake, real, c.id_alphas)
             total = total + c.lambda_3 * ident
             terms["id"] = ident
         return total, terms

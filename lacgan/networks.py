@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lacgan.config import NetConfig
+from lacgan.distributed import BatchNorm2d
 from lacgan.regions import REGION_GROUPS
 from manifests.aus import AUS
 
@@ -267,7 +268,8 @@ class LocalDiscriminator(nn.Module):
         self.G = G
         ch, k = (3, *cfg.local_channels), cfg.kernel
         self.convs = nn.ModuleList(nn.Conv2d(G * a, G * b, k, 2, k // 2, groups=G) for a, b in zip(ch, ch[1:]))
-        self.norms = nn.ModuleList(nn.BatchNorm2d(G * b) for b in ch[2:])  # none on the first layer (DCGAN)
+        # none on the first layer (DCGAN); statistics over every rank's share under torchrun (lacgan.distributed)
+        self.norms = nn.ModuleList(BatchNorm2d(G * b) for b in ch[2:])
         flat = ch[-1] * _down(window[0], 4) * _down(window[1], 4)
         self.d_head = GroupedLinear(G, flat, 1 + S)  # [ψ(f), ⟨v_1, f⟩, ...]
         self.r_head = GroupedLinear(G, flat, S)

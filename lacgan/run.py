@@ -70,15 +70,27 @@ def train_model(store, out, cfg: SectionedConfig, *, identity: str = "auto", dev
                 progress: bool | str = "bar", log: Callable[[str], None] = print):
     """Train `cfg` (its MODEL: lacgan or ganimation) on the store's folds other than cfg.train.test_fold into run
     directory `out`; resumes from its latest checkpoint. `identity`: LAC-GAN's identity network (auto | dlib |
-    none); `log` gets the one-line description of the run. Returns the trainer's TrainResult."""
+    none); `log` gets the one-line description of the run. Returns the trainer's TrainResult.
+
+    Under torchrun LAC-GAN trains on all the launched processes (lacgan.distributed; GANimation refuses), each on
+    its device (cuda:LOCAL_RANK on GPUs); only rank 0 logs and writes."""
+    from lacgan import distributed
     from lacgan.data import FaceData
     from lacgan.device import pick_device
 
     out = Path(out)
-    device = pick_device(device) if isinstance(device, str) else device
+    if distributed.launched():
+        if cfg.MODEL != "lacgan":
+            raise ValueError(f"{cfg.MODEL} trains in one process; run it without torchrun (LAC-GAN and JAA-Net "
+                             f"train on several)")
+        shard, device = distributed.start(device if isinstance(device, str) else device.type)
+        log = log if shard.main else (lambda _: None)
+        progress = progress if shard.main else False
+    else:
+        device = pick_device(device) if isinstance(device, str) else device
     data = FaceData.open(store, cfg.net.size, cfg.train.test_fold)
     what = (f"{len(data)} training faces ({cfg.net.size} px, test fold {cfg.train.test_fold} held out), "
-            f"device {device}")
+            f"device {device}" + (f" × {distributed.current().world} processes" if distributed.sharded() else ""))
     if cfg.MODEL == "ganimation":
         from lacgan.ganimation.networks import build_models
         from lacgan.ganimation.train import train

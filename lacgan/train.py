@@ -4,6 +4,11 @@ Each step: draw the step's batch and target labels (a pure function of (seed, st
 then update D_z, D_local (+R), D_global and finally G (encoders + decoders), each with its own Adam.
 Outputs in `out_dir`: config.json, stats.jsonl (keyed statistics), checkpoints/, samples/ (Fig. 3 / Fig. 5 grids).
 A run resumes from `out_dir`'s latest checkpoint and then reproduces the uninterrupted run's losses exactly.
+
+Under torchrun (lacgan.distributed) each rank holds its rows of every step's batch (`train.batch_size` stays the
+global batch), the losses are reduced over the whole batch, and each network's gradients are averaged over the
+ranks before its optimizer steps, so the ranks stay identical replicas and the losses equal one process's to
+float tolerance. Rank 0 alone writes config.json, statistics, samples, checkpoints and the progress bar.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lacgan import stats
+from lacgan import distributed, stats
 from lacgan.atomic import write_text
 from lacgan.checkpoint import resume, save_checkpoint
 from lacgan.config import LacganConfig
@@ -55,9 +60,13 @@ def train(
     progress: bool | str = True,  # lacgan.progress mode: True/"bar" a tqdm bar, "log" lines, False/"off" none
 ) -> TrainResult:
     tc, out_dir = config.train, Path(out_dir)
-    device = device if isinstance(device, torch.device) else pick_device(device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "config.json", config.to_json())
+    shard, device = _start(device)
+    if shard.world > tc.batch_size:
+        raise ValueError(f"batch_size {tc.batch_size} is smaller than the {shard.world} processes sharing it")
+    rows = shard.rows(tc.batch_size) if shard.world > 1 else None
+    if shard.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / "config.json", config.to_json())
     models.to(device).train()
     nets = models.named()
     optims = {k: torch.optim.Adam(m.parameters(), lr=config.optim.lr, betas=config.optim.betas)
@@ -68,10 +77,11 @@ def train(
     loss = LacganLoss(models, config.loss, id_features, config.net)
     phases = loss.phases()
     names = ["+".join(f"AU{a}" for a in g) for g in models.G.grouping.groups]
-    writer = stats.StatsWriter(out_dir / "stats.jsonl")
+    writer = stats.StatsWriter(out_dir / "stats.jsonl" if shard.main else None)
 
     start, last_ck = 0, None
-    ck = resume(out_dir, config, nets, optims, map_location=device)
+    with distributed.main_first():  # rank 0 may move corrupt checkpoints aside; the others then read the same one
+        ck = resume(out_dir, config, nets, optims, map_location=device)
     if ck is not None:
         scaler.load_state_dict(ck.optim["scaler"])
         start, last_ck = ck.step, ck.path
@@ -81,12 +91,14 @@ def train(
     held = data.held_out(tc.sample_faces)
     edit_fn = lambda im, lm, t: generate(models.G, config.net, im, lm, t, device, R=models.D_local)  # noqa: E731
     result = TrainResult(start, checkpoint=last_ck)
-    bar = show_progress(range(start, end), total=end, initial=start, desc="lacgan train", mode=progress)
+    bar = show_progress(range(start, end), total=end, initial=start, desc="lacgan train",
+                        mode=progress if shard.main else False)
     with stats.collecting(writer):
         for step in bar:
             t0 = time.perf_counter()
-            *arrays, partner, paired = data.batch(step, tc.batch_size, tc.seed, tc.target_flip, tc.pair_prob)
+            *arrays, partner, paired = data.batch(step, tc.batch_size, tc.seed, tc.target_flip, tc.pair_prob, rows)
             batch = to_batch(*arrays, config.net, device, partner, paired)
+            batch.rows, batch.total = rows, tc.batch_size
             prior = torch.Generator().manual_seed(int(np.random.default_rng([tc.seed, step, 1]).integers(2**62)))
             with autocast():
                 gen = loss.generate(batch)
@@ -99,6 +111,7 @@ def train(
                     total, terms = loss.phase(phase, batch, gen, prior)
                 _check_finite(phase, total, terms, step + 1, last_ck)
                 scaler.scale(total).backward()
+                distributed.average_gradients(nets[OPTIMIZED[phase]].parameters())
                 scaler.step(optims[OPTIMIZED[phase]])
                 row[phase] = float(total.detach())
                 _report(phase, total, terms, names)
@@ -111,18 +124,27 @@ def train(
             bar.set_postfix(G=f"{row['G']:.3f}", pix=f"{row['pixel']:.3f}", Dl=f"{row['D_local']:.3f}")
             if done % tc.log_every == 0 or done == end:
                 writer.flush(done)
-            if done % tc.sample_every == 0 or done == end:
+            if shard.main and (done % tc.sample_every == 0 or done == end):
                 models.train(False)
                 write_samples(edit_fn, held[0], held[1], out_dir / "samples", done)
                 models.train(True)
-            if done % tc.checkpoint_every == 0 or done == end:
+            if shard.main and (done % tc.checkpoint_every == 0 or done == end):
                 state = {k: o.state_dict() for k, o in optims.items()}
                 state.update(scaler=scaler.state_dict(), rng=torch.get_rng_state())
                 last_ck = save_checkpoint(out_dir, done, config, nets, state, keep=max(1, tc.keep_checkpoints))
             result.step, result.checkpoint = done, last_ck
     for m in nets.values():
         m.requires_grad_(True)
+    distributed.barrier()  # every rank returns after rank 0's last checkpoint is on disk
     return result
+
+
+def _start(device) -> tuple[distributed.Shard, torch.device]:
+    """This process's shard and device: torchrun's process group when launched by it (cuda:LOCAL_RANK on GPUs),
+    else one process on `device`."""
+    if distributed.launched():
+        return distributed.start(device.type if isinstance(device, torch.device) else device)
+    return distributed.SINGLE, device if isinstance(device, torch.device) else pick_device(device)
 
 
 def _report(phase: str, total: torch.Tensor, terms: dict, groups: list[str]) -> None:
