@@ -5,7 +5,10 @@ Labels are (B, A) with 1 present, 0 absent, -1 unknown; unknown entries are mask
 Every reduction over the batch is global (lacgan.distributed): under torchrun each rank holds a share of the step's
 batch, and the sums and counts below are taken over the whole batch before any division, so every rank computes
 the loss one process computes on the whole batch (a Dice ratio or a masked mean of per-rank means would not be).
-In one process the helpers are the plain local operations and the values are bitwise what they always were.
+Additive sums use `batch_sum` (no collective in the backward pass); the Dice ratio's sums use `global_sum`, the
+module's choice for statistics (here both give the same gradient: every rank's loss is the same function of the
+global sums). In one process the helpers are the plain local operations and the values are bitwise what they
+always were.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lacgan.distributed import batch_mean, global_count, global_sum, sharded
+from lacgan.distributed import batch_mean, batch_sum, global_count, global_sum, sharded
 
 
 def au_weights(labels: np.ndarray, floor: float = 1e-3) -> np.ndarray:
@@ -32,7 +35,7 @@ def au_softmax_loss(logp: torch.Tensor, labels: torch.Tensor, weight: torch.Tens
     known = labels != -1
     target = labels.clamp(min=0).long()
     nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)  # (B, A)
-    per_au = global_sum((nll * known).sum(0)) / global_count(known.sum(0), nll).clamp(min=1)
+    per_au = batch_sum((nll * known).sum(0)) / global_count(known.sum(0), nll).clamp(min=1)
     return (per_au * weight).mean()
 
 
@@ -65,4 +68,4 @@ def _mean_over_batch_and_pixels(x: torch.Tensor) -> torch.Tensor:
     (kept as is, so that single-process values stay bitwise)."""
     if not sharded():
         return x.mean((0, 2, 3))
-    return global_sum(x.sum((0, 2, 3))) / global_count(x.numel() // x.shape[1], x)
+    return batch_sum(x.sum((0, 2, 3))) / global_count(x.numel() // x.shape[1], x)
