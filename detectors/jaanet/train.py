@@ -4,10 +4,19 @@
 
     jaanet.safetensors   final weights (state_dict tensors)
     config.json          JaaNetConfig, AU weights, training summary, held-out metrics
-    checkpoint.pt        resumable state (model + optimizer + epoch), loaded with weights_only=True
+    checkpoint.pt        resumable state (model + optimizer + epoch + the augmentation generator's state), loaded
+                         with weights_only=True
+    stats.jsonl          per step: the loss terms and the step time (lacgan.stats)
     train_cache.npy      training crops resized to the input size (a memmap, so BP4D need not fit in RAM)
 
-Re-running the same command resumes at the last finished epoch.
+Re-running the same command resumes at the last finished epoch and then draws exactly the batches, crops, mirrors
+and colour jitter of an uninterrupted run (the generator's state is in the checkpoint).
+
+Under torchrun (`lacgan.distributed`) every process draws each step's whole batch from the one seeded generator,
+exactly as a single process does, and keeps its rows of it; the losses reduce over the whole batch
+(detectors.jaanet.losses), batch norms use the whole batch's statistics, and gradients are averaged, so the run
+equals one process's to float tolerance, with the config's `batch_size` as the global batch. Rank 0 alone writes
+(cache, checkpoints, statistics, weights) and scores the held-out fold.
 
 `extra=[ExtraFrames, ...]` (detectors.frames) adds frames, e.g. LAC-GAN's synthetic ones, to the training set
 under the same budget: an epoch is still len(real training frames) // batch_size steps, drawn at random from the
@@ -33,8 +42,9 @@ from detectors.jaanet.landmarks import interocular, to_49
 from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
                                      landmark_loss)
 from detectors.jaanet.model import JaaNet
-from lacgan.atomic import replacing
-from lacgan.device import pick_device
+from lacgan import stats
+from lacgan.atomic import replacing, write_text
+from lacgan.distributed import Shard, average_gradients, convert_batchnorm, global_count, main_first, start
 from lacgan.progress import progress as show_progress
 from manifests.aligned import AlignedStore
 
@@ -93,7 +103,7 @@ def _cache(store: AlignedStore, rows: np.ndarray, size: int, out_dir: Path, extr
                 i += len(im)
         arr.flush()
         del arr
-    key.write_text(json.dumps(want))
+    write_text(key, json.dumps(want))
     return np.load(path, mmap_mode="r")
 
 
@@ -101,11 +111,16 @@ def train_jaanet(store_path, out_dir, cfg: JaaNetConfig, test_fold: int = 3, min
                  extra=None, progress: bool | str = True) -> dict:
     """Train `cfg` on every fold but `test_fold` (plus `extra` frames, same budget: module doc) for its epochs;
     `minutes` is a wall-clock safety net (the summary says when it cut training short); save; score the
-    held-out fold. `progress`: a lacgan.progress mode."""
+    held-out fold. `progress`: a lacgan.progress mode. Under torchrun: one process per device (module doc); ranks
+    other than 0 return the training summary without the held-out scores."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store = AlignedStore.open(store_path)
-    dev = pick_device(cfg.device)
+    shard, dev = start(cfg.device)
+    if cfg.batch_size < shard.world:
+        raise ValueError(f"jaanet: batch_size {cfg.batch_size} is smaller than the {shard.world} processes; every "
+                         f"process needs at least one row of each step's batch (batch_size is the global batch)")
+    progress = progress if shard.main else "off"
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
@@ -118,23 +133,21 @@ def train_jaanet(store_path, out_dir, cfg: JaaNetConfig, test_fold: int = 3, min
     lm = np.concatenate([store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))),
                          *[e.landmarks for e in extra]])
     lm49_in = to_49(data.resize_landmarks(lm, store.size, cfg.input_size))
-    images = _cache(store, rows, cfg.input_size, out_dir, extra, progress)
+    with main_first():  # rank 0 builds the cache; the others then open the one it wrote
+        images = _cache(store, rows, cfg.input_size, out_dir, extra, progress)
     w = torch.from_numpy(au_weights(labels)).to(dev)
 
-    net = JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions).to(dev)
+    net = JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions).to(dev)  # same seed: same weights on every rank
+    if shard.world > 1:
+        convert_batchnorm(net)
     off = data.centre_offset(cfg.input_size, cfg.crop)
     net.init_landmarks(lm49_in.mean(0) - off)
     opt = build_optimizer(net, cfg)
     start_epoch, ckpt = 0, out_dir / "checkpoint.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
-        if state.get("config") != json.dumps(asdict(cfg), sort_keys=True):
-            raise ValueError(f"{ckpt}: checkpoint was written with another config; use a new --out or the same "
-                             f"preset/overrides (checkpoint: {state.get('config')})")
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-        print(f"jaanet: resuming from {ckpt} at epoch {start_epoch}")
+    if ckpt.exists():  # every rank reads the same file; rank 0 writes it only after the first step's all-reduce
+        start_epoch = _resume(ckpt, net, opt, rng, cfg, dev)
+        if shard.main:
+            print(f"jaanet: resuming from {ckpt} at epoch {start_epoch}")
 
     spent_file = out_dir / "progress.json"  # minutes trained so far (not `progress`: that is the display mode)
     spent_before = json.loads(spent_file.read_text())["minutes"] if ckpt.exists() and spent_file.exists() else 0.0
@@ -142,47 +155,107 @@ def train_jaanet(store_path, out_dir, cfg: JaaNetConfig, test_fold: int = 3, min
     budget = None if minutes is None else minutes * 60 - spent_before * 60
     stopped, completed, log = False, start_epoch, {}
     n_batches = len(rows) // cfg.batch_size
-    for epoch in range(start_epoch, cfg.epochs):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, epoch) * g["lr_mult"]
-        net.train()
-        order = rng.permutation(len(labels))  # real + extra; only the first n_batches batches are used
-        bar = show_progress(range(n_batches), total=n_batches, desc=f"jaanet epoch {epoch + 1}/{cfg.epochs}",
-                            mode=progress, leave=False)
-        for i in bar:
-            idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-            x, lm = data.random_crop_flip(np.asarray(images[idx]), lm49_in[idx], cfg.crop, rng, cfg.flip)
-            x = data.colour_jitter(x, cfg.colour_jitter, rng)
-            lab = torch.from_numpy(labels[idx].astype(np.int64)).to(dev)
-            out = net(data.to_tensor(x, dev))
-            loss, log = total_loss(out, lab, torch.from_numpy(lm).to(dev),
-                                   torch.from_numpy(interocular(lm).astype(np.float32)).to(dev), w, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}", land=f"{log['land']:.3f}")
-            if budget is not None and time.time() - t0 > budget:
-                stopped = True
+    writer = stats.StatsWriter(out_dir / "stats.jsonl" if shard.main else None)
+    writer.truncate_after(start_epoch * n_batches)  # a resumed run redoes the unfinished epoch's steps
+    with stats.collecting(writer):
+        for epoch in range(start_epoch, cfg.epochs):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, epoch) * g["lr_mult"]
+            net.train()
+            order = rng.permutation(len(labels))  # real + extra; only the first n_batches batches are used
+            bar = show_progress(range(n_batches), total=n_batches, desc=f"jaanet epoch {epoch + 1}/{cfg.epochs}",
+                                mode=progress, leave=False)
+            for i in bar:
+                t_step = time.perf_counter()
+                idx, x, lm = _step_batch(images, lm49_in, order, i, cfg, rng, shard)
+                loss, log = _train_step(net, opt, x, labels[idx], lm, w, cfg, dev)
+                for k, v in {"total": loss, **log}.items():
+                    stats.report(f"loss/{k}", v)
+                stats.report("time/step_s", time.perf_counter() - t_step)
+                writer.flush(epoch * n_batches + i + 1)
+                bar.set_postfix(loss=f"{loss:.3f}", land=f"{log['land']:.3f}")
+                if budget is not None and _any_rank(time.time() - t0 > budget, dev):
+                    stopped = True
+                    break
+            if stopped:
                 break
-        if stopped:
-            break
-        completed = epoch + 1
-        with replacing(ckpt) as tmp:
-            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": completed,
-                        "config": json.dumps(asdict(cfg), sort_keys=True)}, tmp)
-        spent_file.write_text(json.dumps({"minutes": spent_before + (time.time() - t0) / 60}))
+            completed = epoch + 1
+            if shard.main:
+                _save_checkpoint(ckpt, net, opt, rng, cfg, completed)
+                write_text(spent_file, json.dumps({"minutes": spent_before + (time.time() - t0) / 60}))
     train_minutes = spent_before + (time.time() - t0) / 60
 
     summary = {"test_fold": test_fold, "train_frames": int(len(rows)),
                "extra_frames": int(len(labels) - len(rows)), "steps_per_epoch": n_batches,
                "train_minutes": round(train_minutes, 2), "epochs_completed": completed,
                "cpu_minutes_this_run": round((time.process_time() - cpu0) / 60, 2),
-               "torch_threads": torch.get_num_threads(),
+               "torch_threads": torch.get_num_threads(), "processes": shard.world,
                "stopped_by_time_budget": stopped, "last_losses": log, "device": str(dev)}
+    if not shard.main:  # nothing left to share: rank 0 writes the weights and scores the held-out fold alone
+        return {**summary, "held_out": {"note": f"scored by rank 0, not rank {shard.rank}"}}
     save_weights(net, cfg, out_dir, au_weights=w.cpu().numpy(), summary=summary)
     summary["held_out"] = _evaluate(JaaNetDetector.load(out_dir), store_path, test_fold)
     save_weights(net, cfg, out_dir, au_weights=w.cpu().numpy(), summary=summary)
     return summary
+
+
+def _step_batch(images: np.ndarray, lm49: np.ndarray, order: np.ndarray, i: int, cfg: JaaNetConfig,
+                rng: np.random.Generator, shard: Shard) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This rank's rows of step i's batch: (frame indices, augmented crops, their landmarks). The whole batch is
+    drawn, crops, mirrors and jitter in one process's order from the one generator, on every rank — the draws
+    interleave per image, so drawing only a share would change them — and then sliced: any number of processes
+    sees one process's batches, and a resumed run an uninterrupted run's. (Augmenting the whole batch on every
+    rank costs milliseconds next to the network.)"""
+    idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+    x, lm = data.random_crop_flip(np.asarray(images[idx]), lm49[idx], cfg.crop, rng, cfg.flip)
+    x = data.colour_jitter(x, cfg.colour_jitter, rng)
+    mine = shard.rows(len(idx))
+    return idx[mine], x[mine], lm[mine]
+
+
+def _train_step(net: JaaNet, opt: torch.optim.Optimizer, x: np.ndarray, labels: np.ndarray, lm: np.ndarray,
+                w: torch.Tensor, cfg: JaaNetConfig, dev) -> tuple[float, dict[str, float]]:
+    """One SGD step on this rank's rows; the loss is the whole batch's (global reductions), and averaging the
+    ranks' gradients gives one process's update (lacgan.distributed). Returns (total loss, its terms)."""
+    out = net(data.to_tensor(x, dev))
+    loss, log = total_loss(out, torch.from_numpy(labels.astype(np.int64)).to(dev), torch.from_numpy(lm).to(dev),
+                           torch.from_numpy(interocular(lm).astype(np.float32)).to(dev), w, cfg)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(net.parameters())
+    opt.step()
+    return loss.item(), log
+
+
+def _any_rank(flag: bool, dev) -> bool:
+    """`flag` on any rank (itself in one process): the ranks stop at the same step, or the others would wait
+    forever in the next step's all-reduce."""
+    return bool(global_count(int(flag), torch.zeros((), device=dev)) > 0)
+
+
+def _save_checkpoint(path: Path, net: JaaNet, opt: torch.optim.Optimizer, rng: np.random.Generator,
+                     cfg: JaaNetConfig, epoch: int) -> None:
+    """Weights, optimizer and the generator's state (as JSON: its 128-bit integers are plain text for
+    weights_only loading) after `epoch` epochs."""
+    with replacing(path) as tmp:
+        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                    "rng": json.dumps(rng.bit_generator.state), "config": json.dumps(asdict(cfg), sort_keys=True)},
+                   tmp)
+
+
+def _resume(path: Path, net: JaaNet, opt: torch.optim.Optimizer, rng: np.random.Generator, cfg: JaaNetConfig,
+            dev) -> int:
+    """Load a checkpoint written with this config into net, opt and rng; return its epoch. A checkpoint from
+    before the generator was saved restarts the draws from the seed (what every resume did then)."""
+    state = torch.load(path, map_location=dev, weights_only=True)
+    if state.get("config") != json.dumps(asdict(cfg), sort_keys=True):
+        raise ValueError(f"{path}: checkpoint was written with another config; use a new --out or the same "
+                         f"preset/overrides (checkpoint: {state.get('config')})")
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if "rng" in state:
+        rng.bit_generator.state = json.loads(state["rng"])
+    return int(state["epoch"])
 
 
 def _evaluate(detector, store_path, test_fold: int) -> dict:
