@@ -1,4 +1,9 @@
-"""`lacgan detect train|score`: train a detector on an aligned store's training folds, score frames to Parquet."""
+"""`lacgan detect train|score`: train a detector on an aligned store's training folds, score frames to Parquet.
+
+JAA-Net also trains under torchrun, one process per device (detectors.jaanet.train; docs/detectors.md):
+
+    torchrun --standalone --nproc_per_node 2 -m flows.cli detect train --detector jaanet --store S --out W
+"""
 
 from __future__ import annotations
 
@@ -76,7 +81,11 @@ def _clean_errors(fn):
 def _train(args) -> int:
     from detectors.base import detector_preset, read_detector_config, train_detector
     from detectors.metrics import format_table
+    from lacgan import distributed
 
+    if distributed.launched() and args.detector != "jaanet":  # every rank would fit and write the same model
+        print(f"error: {args.detector} trains in one process; run it without torchrun", file=sys.stderr)
+        return 2
     changes = {} if args.epochs is None else {"epochs": args.epochs}
     if args.config:
         cfg = read_detector_config(args.detector, args.config, **changes)
@@ -84,6 +93,10 @@ def _train(args) -> int:
         cfg = detector_preset(args.detector, args.preset or "cpu", **changes)
     summary = train_detector(args.detector, args.store, args.out, cfg, test_fold=args.test_fold,
                              minutes=args.minutes, progress=args.progress)
+    main = distributed.current().main
+    distributed.stop()
+    if not main:  # rank 0 reports (and alone has the held-out scores)
+        return 0
     print(f"{args.detector}: trained on {summary['train_frames']} frames in {summary['train_minutes']} min; "
           f"weights in {args.out}")
     if "metrics" in summary.get("held_out", {}):
