@@ -7,8 +7,9 @@ Rows (each one its own process, so its peak memory is its own and a failing row 
 
 - generation, 1 GPU: `pipelines.generate.generate` in this process's child, `workers=0` (ShardStream);
 - generation, all GPUs: the same with `gpus=N` (a `dask_cuda.LocalCUDACluster`, one worker per GPU); each
-  worker's peak is written by a Dask worker plugin (`PeakMemory`) that a client preload of this module registers
-  on the library's own client;
+  worker's peak (and the frames and checkpoint load of its shards) is written by a Dask worker plugin
+  (`PeakMemory`) that a client preload of this module registers on the library's own client; frames/s leaves
+  out the longest worker's checkpoint load, as the in-process row loads it before the shards;
 - training, 1 GPU: `lacgan train` (flows.cli, the real CLI) for `--steps` steps; s/step is the median of
   stats.jsonl's `time/step_s` after the first (warm-up) step;
 - training, DDP on all: the same command under `torchrun --standalone --nproc_per_node N`; every rank writes its
@@ -19,12 +20,14 @@ Inputs are built once (bench/bench_generate.py's `_inputs`: a random 6-subject s
 1-step LAC-GAN checkpoint, a balanced plan); GANimation's generation rows edit with its training row's checkpoint
 (speed does not depend on the weights). On CUDA: 200-px crops with the paper presets. Without CUDA, or with
 `--device cpu`, the CPU fallback runs the same rows on the CPU at 64 px (demo presets): in-process and on 2 Dask
-workers, DDP on 2 gloo processes, peak GPU memory "n/a (cpu)". Exit 0 when no row failed, 1 otherwise.
+workers, DDP on 2 gloo processes, each process with its share of the cores as torch threads, peak GPU memory
+"n/a (cpu)". Exit 0 when no row failed, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -190,7 +193,7 @@ def value_cell(r: Result) -> str:
         return f"failed: {r.note}"
     if r.status == "n/a" or r.value is None:
         return "n/a"
-    return f"{r.value:.1f} {r.unit}" if r.unit == "frames/s" else f"{r.value:.4f} {r.unit}"
+    return f"{r.value:.1f} {r.unit}" if r.unit == "frames/s" else f"{r.value:.3g} {r.unit}"
 
 
 def format_table(results: dict[str, Result], setup: Setup) -> str:
@@ -209,10 +212,13 @@ def format_table(results: dict[str, Result], setup: Setup) -> str:
 def header(setup: Setup, sizes: Sizes) -> list[str]:
     lines = []
     if setup.fallback:
-        lines.append(f"GPU check: CPU FALLBACK ({setup.fallback}): every row below ran on the CPU at tiny sizes; "
-                     f"no GPU was measured.")
+        lines.append(f"GPU check: CPU FALLBACK ({setup.fallback}): every row below ran on the CPU; no GPU was "
+                     f"measured, and these numbers say nothing about GPU speed.")
     else:
         lines.append(f"GPU check: {setup.procs} CUDA GPU{'s' if setup.procs > 1 else ''}.")
+    if setup.device == "cpu":
+        lines.append(f"torch threads per process: {cpu_threads(setup.procs)} (the cores split between "
+                     f"{setup.procs} processes), in every row")
     lines.append(f"sizes: {sizes.size}-px crops; generation: {sizes.frames} frames in shards of "
                  f"{sizes.frames_per_shard}, batch {sizes.batch} (LAC-GAN: a 1-step {sizes.size_preset} checkpoint, "
                  f"GANimation: its training row's); training: preset {sizes.train_preset}, {sizes.steps} steps, "
@@ -285,10 +291,22 @@ def _kill_group(p: subprocess.Popen) -> None:
         pass
 
 
-def child_env() -> dict:
-    """The environment of every child: bench/ importable (Dask workers unpickle gpu_check.PeakMemory)."""
+def cpu_threads(procs: int, cores: int | None = None) -> int:
+    """torch threads of every CPU-fallback process: its share of the cores when `procs` run at once, as the Dask
+    rows' thread rule gives each worker; so one process against N compares like one GPU against N, and no
+    process spins 2 OpenMP threads on a busy core (30x slower steps, seen on this shared machine)."""
+    cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(1, cores // procs)
+
+
+def child_env(setup: Setup) -> dict:
+    """The environment of every child: bench/ importable (Dask workers unpickle gpu_check.PeakMemory); on the
+    CPU, OMP_NUM_THREADS = cpu_threads (torchrun keeps a value that is set)."""
     old = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH)] + ([old] if old else []))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH)] + ([old] if old else []))}
+    if setup.device == "cpu":
+        env["OMP_NUM_THREADS"] = str(cpu_threads(setup.procs))
+    return env
 
 
 def train_command(model: str, store: str, out: Path, config: Path, device: str, identity: str, peaks: Path,
@@ -314,30 +332,37 @@ def train_config(model: str, sizes: Sizes, path: Path) -> Path:
 
 
 def train_row(row: Row, setup: Setup, sizes: Sizes, inputs: dict, work: Path, timeout: float) -> Result:
-    from lacgan.stats import read_stats
-
     out, peaks = work / f"run-{row.key}", work / f"peaks-{row.key}"
     config = train_config(row.model, sizes, work / f"config-{row.model}.json")
     procs = setup.procs if row.many else None
     cmd = train_command(row.model, inputs["store"], out, config, setup.device, sizes.identity, peaks, procs)
-    rc, stdout, stderr = run_child(cmd, timeout, child_env())
+    rc, stdout, stderr = run_child(cmd, timeout, child_env(setup))
     if rc != 0:
         return Result("failed", note=failure_reason(stderr + stdout, rc))
+    return train_result(out, peaks, procs, sizes, stdout)
+
+
+def train_result(out: Path, peaks: Path, procs: int | None, sizes: Sizes, stdout: str = "") -> Result:
+    """A finished training row from what its processes wrote: one peak record per process (with the world size
+    each saw, when its process group still existed), and rank 0's stats.jsonl, one line per step."""
+    from lacgan.stats import read_stats
+
     ranks = [json.loads(p.read_text()) for p in sorted(peaks.glob("rank-*.json"))]
     want = procs or 1
     if len(ranks) != want:
         return Result("failed", note=f"{len(ranks)} of {want} processes recorded their peak memory")
-    if procs and procs > 1 and not all(r.get("world") == procs for r in ranks):
-        worlds = sorted({str(r.get("world")) for r in ranks})
+    worlds = {r["world"] for r in ranks if r.get("world") is not None}
+    if procs and worlds - {procs}:
         return Result("failed", note=f"the {procs} ranks were not one process group (world size seen: "
-                                     f"{', '.join(worlds)}); lacgan train does not join torchrun's group here")
-    try:
+                                     f"{', '.join(map(str, sorted(worlds)))})")
+    try:  # ranks that each trained alone would each have written every step
         s = step_time(read_stats(out / "stats.jsonl"), sizes.steps)
     except (OSError, ValueError) as e:
         return Result("failed", note=str(e))
     identity = re.search(r"identity loss (on|off)", stdout)
     per_rank = f", {rank_share(sizes.train_batch, procs)} per rank" if procs else ""
-    note = (f"{sizes.steps} steps, batch {sizes.train_batch}{per_rank}; median of steps 2-{sizes.steps}"
+    timed = f"median of steps 2-{sizes.steps}" if sizes.steps > 2 else "step 2"
+    note = (f"{sizes.steps} steps, batch {sizes.train_batch}{per_rank}; {timed}"
             + (f"; identity loss {identity.group(1)}" if identity else ""))
     return Result("ok", s, "s/step", ranks, note)
 
@@ -345,7 +370,7 @@ def train_row(row: Row, setup: Setup, sizes: Sizes, inputs: dict, work: Path, ti
 def gen_row(row: Row, setup: Setup, sizes: Sizes, inputs: dict, work: Path, timeout: float) -> Result:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", row.key, "--setup", json.dumps(asdict(setup)),
            "--sizes", json.dumps(asdict(sizes)), "--inputs", json.dumps(inputs), "--work", str(work)]
-    rc, stdout, stderr = run_child(cmd, timeout, child_env())
+    rc, stdout, stderr = run_child(cmd, timeout, child_env(setup))
     if rc != 0:
         return Result("failed", note=failure_reason(stderr, rc))
     try:
@@ -357,22 +382,30 @@ def gen_row(row: Row, setup: Setup, sizes: Sizes, inputs: dict, work: Path, time
 # ---- children: what they do ---------------------------------------------------------------------------------
 class PeakMemory(WorkerPlugin):
     """On each Dask worker: after every finished task, write the process's peak_record() to FOLDER/worker-PID.json
-    (the peak only grows, so the last write is the run's)."""
+    (the peak only grows, so the last write is the run's), with the frames of the shards it ran and the longest
+    checkpoint load among them (from generate_shard's result, which the worker holds once the task is done)."""
 
     name = "gpu-check-peak-memory"
 
     def __init__(self, folder: str):
-        self.folder = folder
+        self.folder, self.worker, self.frames, self.load_s = folder, None, 0, 0.0
 
     def setup(self, worker) -> None:
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_initialized():
             torch.cuda.reset_peak_memory_stats()
+        self.worker = worker
         Path(self.folder).mkdir(parents=True, exist_ok=True)
 
     def transition(self, key, start, finish, **kwargs) -> None:
-        if finish == "memory":
-            _write_json(Path(self.folder) / f"worker-{os.getpid()}.json", peak_record())
+        if finish != "memory":
+            return
+        result = self.worker.data.get(key) if self.worker is not None else None
+        if isinstance(result, dict) and {"frames", "load_s"} <= result.keys():  # a shard's timings
+            self.frames += int(result["frames"])
+            self.load_s = max(self.load_s, float(result["load_s"]))
+        _write_json(Path(self.folder) / f"worker-{os.getpid()}.json",
+                    {**peak_record(), "frames": self.frames, "load_s": self.load_s})
 
 
 async def dask_setup(client) -> None:
@@ -394,8 +427,6 @@ def _write_json(path: Path, obj) -> None:
 
 def measure_generation(row: Row, setup: Setup, sizes: Sizes, inputs: dict, work: Path) -> dict:
     """One generation row in this (child) process: the library's generate(), in-process or over Dask."""
-    import importlib.util
-
     import dask
 
     from pipelines.generate import GenerateConfig, GenerationError, generate
@@ -421,12 +452,29 @@ def measure_generation(row: Row, setup: Setup, sizes: Sizes, inputs: dict, work:
     wall = time.perf_counter() - t0
     records = [json.loads(p.read_text()) for p in sorted(peaks.glob("worker-*.json"))] if row.many \
         else [peak_record()]
-    if row.many and len(records) != setup.procs:
-        raise RuntimeError(f"{len(records)} of {setup.procs} Dask workers recorded their peak memory")
+    if row.many and (len(records) != setup.procs or sum(r["frames"] for r in records) != s.frames):
+        raise RuntimeError(f"{len(records)} of {setup.procs} Dask workers recorded their peak memory, for "
+                           f"{sum(r['frames'] for r in records)} of {s.frames} frames")
+    rate, load = loaded_rate(s.frames, s.seconds, [r.get("load_s", 0.0) for r in records])
     path = "loop" if (s.settings or {}).get("loop") else "grouped"
-    note = (f"{s.frames} frames, {s.shards} shards, path {path}; {s.seconds:.1f} s of shard work, "
-            f"{wall - s.seconds:.1f} s start-up")
-    return asdict(Result("ok", s.frames_per_s, "frames/s", records, note))
+    note = f"{s.frames} frames, {s.shards} shards, path {path}; "
+    if load:
+        note += (f"{s.frames_per_s:.1f} frames/s over the {s.seconds:.1f} s of shards, of which up to {load:.1f} s "
+                 f"a worker loading its checkpoint; ")
+    note += f"{wall - s.seconds:.1f} s start-up"
+    return asdict(Result("ok", rate, "frames/s", records, note))
+
+
+def loaded_rate(frames: int, seconds: float, loads: list[float]) -> tuple[float, float]:
+    """(frames/s once the editors are loaded, the load left out): the library's rate counts the checkpoint loads
+    of workers whose first shard loaded it (in parallel, so the longest one); in-process, the editor is loaded
+    before the shards, so nothing is left out."""
+    load = max(loads, default=0.0)
+    if seconds <= 0 or not frames:
+        return 0.0, 0.0
+    if not load or load >= seconds:
+        return frames / seconds, 0.0
+    return frames / (seconds - load), load
 
 
 def train_rank(peaks: Path, argv: list[str]) -> int:
@@ -454,27 +502,16 @@ def build_inputs(sizes: Sizes, work: Path) -> dict:
     return {"store": i["store"], "plan": i["plan"], "checkpoints": {"lacgan": i["ckpt"]}}
 
 
-def ganimation_missing() -> str | None:
-    """Why the GANimation baseline cannot be built in this checkout, or None."""
-    import importlib.util
-
-    try:
-        if importlib.util.find_spec("lacgan.ganimation.train") is None:
-            return "no GANimation baseline in this checkout (lacgan.ganimation)"
-    except ImportError as e:
-        return f"no GANimation baseline in this checkout ({e})"
-    return None
-
-
 def run_check(setup: Setup, sizes: Sizes, work: Path, keys: list[str], budget: float, timeout: float,
               log=print) -> dict[str, Result]:
+    """The rows `keys` in RUN_ORDER, each given what is left of `budget` seconds (at most `timeout`)."""
     deadline = time.monotonic() + budget
     results: dict[str, Result] = {}
     try:
         inputs = build_inputs(sizes, work)
     except (SystemExit, Exception) as e:  # bench_generate raises SystemExit with the trainer's message
         return {k: Result("failed", note=f"building the inputs failed: {str(e).strip()[-200:]}") for k in keys}
-    no_gan = ganimation_missing()
+    no_gan = None if importlib.util.find_spec("lacgan.ganimation") else "no GANimation baseline in this checkout"
     for key in (k for k in RUN_ORDER if k in keys):
         row = BY_KEY[key]
         left = deadline - time.monotonic()
@@ -576,9 +613,6 @@ def main(argv=None) -> int:
     print(format_table(results, setup))
     print(f"\n{time.monotonic() - t0:.0f} s in all; {os.cpu_count()} CPU cores, load average {load0:.1f} at the "
           f"start, {os.getloadavg()[0]:.1f} at the end" + (f"; work folder kept: {work}" if a.keep else ""))
-    for k, r in results.items():
-        if r.status == "failed":
-            print(f"{k} failed: {r.note}")
     return exit_code(results)
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def test_cpu_fallback_runs_every_row_with_numbers():
     assert list(rows) == [row.label(CPU) for row in gc.ROWS], rows  # every row, in table order, on the CPU
     for label, (value, memory, device, note) in rows.items():
         unit = "frames/s" if "generation" in label else "s/step"
-        assert re.fullmatch(rf"\d+\.\d+ {re.escape(unit)}", value) and float(value.split()[0]) > 0, (label, value)
+        number = re.fullmatch(rf"(\S+) {re.escape(unit)}", value)
+        assert number and float(number.group(1)) > 0, (label, value)
         assert memory == "n/a (cpu)", (label, memory)
         many = "via Dask" in label or "DDP" in label
         assert device == ("cpu × 2" if many else "cpu"), (label, device)  # one peak record per worker / rank
@@ -119,6 +121,7 @@ def test_table_failures_and_exit_code():
                     "LAC-GAN generation, 4 GPUs via Dask": ["n/a", "-", "-",
                                                             "--gpus 4 needs dask-cuda, which is not installed"],
                     "LAC-GAN training, DDP on 4 GPUs": ["failed: RuntimeError: NCCL error / bad", "-", "-", ""]}
+    assert gc.value_cell(gc.Result("ok", 0.012345, "s/step")) == "0.0123 s/step"
     assert gc.exit_code(results) == 1  # a failed row fails the check...
     del results["lacgan-train-ddp"]
     assert gc.exit_code(results) == 0  # ...a row not measurable here (n/a) does not
@@ -158,13 +161,26 @@ def test_commands_are_argument_lists(tmp_path):
 
 # ---- peak memory from Dask workers ----------------------------------------------------------------------
 def test_peak_plugin_writes_after_finished_tasks_only(tmp_path):
+    class Worker:  # what the plugin reads of a Dask worker: the results it holds
+        data = {"shard-0-a": {"frames": 8, "load_s": 2.5, "model_s": 1.0}, "shard-1-b": {"frames": 6, "load_s": 0.0},
+                "device_rule-c": {"choice": "loop"}}
+
     plugin = gc.PeakMemory(str(tmp_path / "peaks"))
-    plugin.setup(worker=None)
-    plugin.transition("shard-0", "executing", "error")
+    plugin.setup(Worker())
+    plugin.transition("shard-0-a", "executing", "error")
     assert list((tmp_path / "peaks").iterdir()) == []
-    plugin.transition("shard-0", "executing", "memory")
+    for key in Worker.data:
+        plugin.transition(key, "executing", "memory")
     (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "peaks").iterdir()]
     assert rec["device"] == "cpu" and rec["peak_mb"] is None and rec["host_mb"] > 0
+    assert (rec["frames"], rec["load_s"]) == (14, 2.5)  # every shard's frames, its longest checkpoint load
+
+
+def test_rate_leaves_out_the_checkpoint_loads():
+    assert gc.loaded_rate(100, 5.0, [0.0]) == (20.0, 0.0)  # in-process: loaded before the shards
+    assert gc.loaded_rate(100, 5.0, [1.0, 0.0, 3.0]) == (50.0, 3.0)  # workers load in parallel: the longest
+    assert gc.loaded_rate(100, 5.0, [6.0]) == (20.0, 0.0)  # nonsense load: the library's rate as it is
+    assert gc.loaded_rate(0, 0.0, []) == (0.0, 0.0)
 
 
 def test_gpus_without_dask_cuda_is_the_librarys_line(tmp_path, monkeypatch):
@@ -180,3 +196,33 @@ def test_gpus_without_dask_cuda_is_the_librarys_line(tmp_path, monkeypatch):
 
 def test_rank_share():
     assert gc.rank_share(16, 4) == "4" and gc.rank_share(16, 3) == "5-6" and gc.rank_share(8, 16) == "0-1"
+
+
+def test_training_result_from_what_the_ranks_wrote(tmp_path):
+    sizes = gc.Sizes(64, 12, 6, 6, 4, 3)
+    out, peaks = tmp_path / "run", tmp_path / "peaks"
+    out.mkdir(), peaks.mkdir()
+
+    def write(ranks, steps, world=2):
+        for p in peaks.iterdir():
+            p.unlink()
+        for k in ranks:
+            (peaks / f"rank-{k}.json").write_text(json.dumps({"device": "cpu", "peak_mb": None, "world": world}))
+        (out / "stats.jsonl").write_text("".join(json.dumps({"step": k, "time/step_s": 0.1 * k}) + "\n"
+                                                 for k in steps))
+        return gc.train_result(out, peaks, 2, sizes, "lacgan train: ..., identity loss off")
+
+    r = write([0, 1], [1, 2, 3])
+    assert (r.status, r.value, len(r.peaks)) == ("ok", pytest.approx(0.25), 2)
+    assert r.note == "3 steps, batch 4, 2 per rank; median of steps 2-3; identity loss off"
+    assert write([0, 1], [1, 2, 3], world=None).status == "ok"  # the group was already gone: stats decide
+    assert write([0], [1, 2, 3]).note == "1 of 2 processes recorded their peak memory"
+    assert "world size seen: 1" in write([0, 1], [1, 2, 3], world=1).note
+    assert "written more than once" in write([0, 1], [1, 1, 2, 2, 3, 3], world=None).note  # each trained alone
+
+
+def test_cpu_processes_share_the_cores():
+    assert gc.cpu_threads(2, cores=2) == 1 and gc.cpu_threads(2, cores=8) == 4 and gc.cpu_threads(4, cores=2) == 1
+    assert gc.child_env(CPU)["OMP_NUM_THREADS"] == str(gc.cpu_threads(2))
+    assert gc.child_env(CUDA).get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")  # GPUs: left alone
+    assert gc.child_env(CUDA)["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT / "bench")
