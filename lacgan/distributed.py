@@ -108,11 +108,12 @@ def main_first():
 # Two sums over the ranks, both with the global value on every rank:
 #   batch_sum   gradient stays on this rank (× world, which average_gradients undoes): no collective runs in the
 #               backward pass, so it is safe where ranks' graphs differ (LAC-GAN's identity rows live on rank 0
-#               only). Right for additive terms: sums and means over the batch, whose gradient w.r.t. a rank's
-#               rows is that rank's own.
-#   global_sum  gradient summed over the ranks (a collective in the backward pass): for statistics whose gradient
-#               must reach every rank's rows (batch norm, the Dice ratio). Use it only where every rank builds the
-#               same graph, or the ranks' backward collectives could pair up wrongly.
+#               only). Right whenever what follows the sum is the same on every rank: sums and means over the
+#               batch, and any function of such global sums that ends in the (global) loss, e.g. a Dice ratio.
+#   global_sum  gradient summed over the ranks (a collective in the backward pass): for statistics that feed
+#               each rank's own rows afterwards, so that the loss's gradient w.r.t. them differs per rank (batch
+#               norm). Use it only where every rank builds the same graph, or the ranks' backward collectives
+#               could pair up wrongly.
 def batch_sum(x: torch.Tensor) -> torch.Tensor:
     """x summed over the ranks (value), with the gradient of `world · x` (see above); x when not sharded."""
     if not sharded():
@@ -177,7 +178,7 @@ def average_gradients(params) -> None:
     params = [p for p in params if p.requires_grad]
     if not params:
         return
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)  # NCCL
     dist.all_reduce(has)
     live = [p for p, h in zip(params, has.tolist()) if h > 0]
     if not live:
