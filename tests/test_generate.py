@@ -186,3 +186,18 @@ def test_a_dask_run_leaves_this_process_environment_as_it_was(setup, monkeypatch
     before = dict(os.environ)
     gen.generate(plan, store, ckpt, tmp / "out", cfg(workers=1))
     assert dict(os.environ) == before and "OMP_NUM_THREADS" not in os.environ
+
+
+def test_local_dask_workers_keep_glibc_malloc_tuning(monkeypatch):
+    """Dask's nanny would start workers with MALLOC_TRIM_THRESHOLD_=65536, which made torch on the CPU 2.3-2.8x
+    slower there than in-process (docs/pipeline.md); the local clusters generation starts leave it unset."""
+    import os
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    client, cluster = gen._client(cfg(workers=2))
+    try:
+        seen = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
+    finally:
+        client.close()
+        cluster.close()
+    assert list(seen.values()) == ["unset", "unset"]
