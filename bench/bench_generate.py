@@ -2,7 +2,7 @@
 batch), the pipeline in-process vs on 1 and 2 Dask workers, and optionally the same for an older checkout of the
 code (before/after), all measured side by side.
 
-    python bench/bench_generate.py [--baseline DIR] [--sizes 64,200] [--frames 768,128] [--rounds 2]
+    python bench/bench_generate.py [--baseline DIR] [--sizes 64,200] [--frames 3072,512] [--rounds 2]
 
 Inputs, built once per size in a temporary folder and shared by every measurement: an aligned store of random
 6-subject crops with jittered landmarks (tests/pipeline_fixtures.make_store; region windows as on real faces), a
@@ -36,13 +36,18 @@ PRESET = {64: "demo", 200: "paper"}  # LAC-GAN preset per crop size
 
 
 # ---- one measurement (a subprocess running one checkout's code) ---------------------------------------------
-def _model_only(editor, images, landmarks, targets, batch_size: int) -> float:
-    """frames/s of editor.edit over the frames (held in memory), batch by batch as a shard task runs them."""
-    editor.edit(images[:batch_size], landmarks[:batch_size], targets[:batch_size], batch_size=batch_size)  # warm-up
+def _model_only(editor, images, landmarks, targets, labels, batch_size: int) -> float:
+    """frames/s of editor.edit over the frames (held in memory), batch by batch as a shard task runs them: with the
+    sources' labels when the editor uses them (as pipelines.shard_task.edit_inputs passes them; without them
+    LAC-GAN would also run its regressor to read the sources' AUs, work the pipeline does not do)."""
+    def edit(sl):
+        extra = {"source_labels": labels[sl]} if getattr(editor, "uses_source_labels", False) else {}
+        return editor.edit(images[sl], landmarks[sl], targets[sl], batch_size=batch_size, **extra)
+
+    edit(slice(0, batch_size))  # warm-up
     t = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        editor.edit(images[i:i + batch_size], landmarks[i:i + batch_size], targets[i:i + batch_size],
-                    batch_size=batch_size)
+        edit(slice(i, i + batch_size))
     return len(images) / (time.perf_counter() - t)
 
 
@@ -58,11 +63,12 @@ def measure(spec: str, store: str, ckpt: str, plan: str, out: str, batch: int, p
 
     if spec == "model":
         p = read_plan(plan)
-        images, landmarks, _ = AlignedStore.open(store).read(p["source_row"].to_numpy())
+        images, landmarks, labels = AlignedStore.open(store).read(p["source_row"].to_numpy())
         editor = gen.load_editor(ckpt, "cpu", gen.DEFAULT_EDITOR)
         if settings and hasattr(editor, "configure"):
             editor.configure(**settings)
-        fps = _model_only(editor, images, landmarks.astype(np.float32), p[list(AU_COLUMNS)].to_numpy(np.int8), batch)
+        fps = _model_only(editor, images, landmarks.astype(np.float32), p[list(AU_COLUMNS)].to_numpy(np.int8), labels,
+                          batch)
         return dict(fps=fps, threads=torch.get_num_threads(), settings=settings)
     w, _, threads = spec.partition("x")
     kw = dict(frames_per_shard=per_shard, batch_size=batch, workers=int(w))
@@ -155,7 +161,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default=None, help="an older checkout of this project to measure alongside")
     ap.add_argument("--sizes", default="64,200", help="comma-separated crop sizes (64: demo preset, 200: paper)")
-    ap.add_argument("--frames", default="768,128", help="frames per size, comma-separated like --sizes")
+    ap.add_argument("--frames", default="3072,512", help="frames per size, comma-separated like --sizes (enough that a "
+                    "worker's start, 1-2 s of checkpoint load and first-call warm-up, is a small share, as in mass "
+                    "generation)")
     ap.add_argument("--frames-per-shard", default="64,16", help="shard size per size")
     ap.add_argument("--batch-size", default="32,16", help="frames per Editor.edit call per size (model and pipeline)")
     ap.add_argument("--workers", default="0,model,1x1,1,2",

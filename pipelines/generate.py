@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from pipelines import synth_store as ss
 from pipelines.plan import plan_config, plan_sha256, read_plan, store_frames, validate_plan
 from pipelines.shard_task import (DEFAULT_EDITOR, GenerationError, ShardJob, ShardStream, device_rule,
-                                  generate_shard, load_editor, tune)
+                                  generate_shard, load_editor, tune, warm)
 
 log = logging.getLogger("lacgan.generate")
 
@@ -238,6 +238,8 @@ def generate(plan_path, store_path, checkpoint, out, cfg: GenerateConfig = Gener
         ss.write_json(out / "generation.json", {**attrs, "config": asdict(cfg), "editor_settings": settings,
                                                 "path_measurement": tuning, "threads_per_worker": threads})
         jobs = [_with_settings(j, settings) for j in jobs]
+        if jobs:
+            ex.warm(jobs[0])
         results, failures, seconds = ex.run(jobs)
     frames = sum(r["frames"] for r in results)
     summary = GenerateSummary(str(out), len(plan), len(ranges), len(results), len(done), seconds,
@@ -288,6 +290,12 @@ class _Executor:
         if self.client is None:
             return fn(*args)
         return self.client.submit(fn, *args, pure=False).result()
+
+    def warm(self, job: ShardJob) -> None:
+        """Every worker loads the editor now, side by side, as this process did for the path rule (in-process runs
+        have it already); workers that join later load it with their first shard."""
+        if self.client is not None:
+            self.client.run(warm, job)
 
     def run(self, jobs: list[ShardJob]) -> tuple[list[dict], dict[int, str], float]:
         """Run the jobs; returns (results, {shard: error}, seconds from the start of the first shard)."""

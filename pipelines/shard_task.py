@@ -120,6 +120,13 @@ def _editor(job: ShardJob):
     return editor, load_s
 
 
+def warm(job: ShardJob) -> float:
+    """Load (and configure) the job's editor in this process ahead of the shards; the seconds it took (0 when it
+    was loaded already). Run on every worker before the shards, so no worker loads it in the middle of the run."""
+    set_threads(job.threads)
+    return _editor(job)[1]
+
+
 # ---- the three stages --------------------------------------------------------------------------------------
 def read_inputs(job: ShardJob) -> ShardInputs:
     """The shard's plan rows and sources: one read of the distinct source rows, then indexed in memory."""
