@@ -95,6 +95,7 @@ def run_train(args) -> int:
         for k, (a, b) in losses_summary(result.history).items():
             print(f"  {k:9s} first {a:.4f}  last {b:.4f}")
         print(f"done: step {result.step}, checkpoint {result.checkpoint}, grids {out / 'samples'}/fig3-latest.png")
+    distributed.stop()
     return 0
 
 

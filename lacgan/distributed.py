@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 from dataclasses import dataclass
 
@@ -68,12 +69,12 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def start(device: str | None = None) -> tuple[Shard, torch.device]:
+def start(device: str | torch.device | None = None) -> tuple[Shard, torch.device]:
     """Join the launcher's process group (NCCL on CUDA, gloo on CPU) and pick this rank's device: cuda:LOCAL_RANK
-    on GPUs. Without a launcher: (SINGLE, the device `pick_device` chooses). Idempotent."""
+    on GPUs. Without a launcher: (SINGLE, `device`, or the one `pick_device` chooses for a name). Idempotent."""
+    dev = device if isinstance(device, torch.device) else pick_device(device)
     if not launched():
-        return SINGLE, pick_device(device)
-    dev = pick_device(device)
+        return SINGLE, dev
     if dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
@@ -154,11 +155,12 @@ def global_count(n: int | float | torch.Tensor, like: torch.Tensor) -> torch.Ten
     return t
 
 
-def batch_mean(x: torch.Tensor) -> torch.Tensor:
-    """x.mean(0) over the whole step's batch (an additive term: `batch_sum`)."""
+def batch_mean(x: torch.Tensor, dims: tuple[int, ...] = (0,)) -> torch.Tensor:
+    """x.mean(dims) over the whole step's batch; dims include 0, the batch (an additive term: `batch_sum`)."""
     if not sharded():
-        return x.mean(0)
-    return batch_sum(x.sum(0)) / global_count(x.shape[0], x)
+        return x.mean(dims)
+    n = math.prod(x.shape[d] for d in dims)
+    return batch_sum(x.sum(dims)) / global_count(n, x)
 
 
 def mean_all(x: torch.Tensor) -> torch.Tensor:

@@ -76,21 +76,17 @@ def train_model(store, out, cfg: SectionedConfig, *, identity: str = "auto", dev
     its device (cuda:LOCAL_RANK on GPUs); only rank 0 logs and writes."""
     from lacgan import distributed
     from lacgan.data import FaceData
-    from lacgan.device import pick_device
 
     out = Path(out)
-    if distributed.launched():
-        if cfg.MODEL != "lacgan":
-            raise ValueError(f"{cfg.MODEL} trains in one process; run it without torchrun (LAC-GAN and JAA-Net "
-                             f"train on several)")
-        shard, device = distributed.start(device if isinstance(device, str) else device.type)
-        log = log if shard.main else (lambda _: None)
-        progress = progress if shard.main else False
-    else:
-        device = pick_device(device) if isinstance(device, str) else device
+    shard, device = distributed.start(device)
+    if shard.world > 1 and cfg.MODEL != "lacgan":
+        raise ValueError(f"{cfg.MODEL} trains in one process; run it without torchrun (LAC-GAN and JAA-Net "
+                         f"train on several)")
+    if not shard.main:
+        log, progress = (lambda _: None), False
     data = FaceData.open(store, cfg.net.size, cfg.train.test_fold)
     what = (f"{len(data)} training faces ({cfg.net.size} px, test fold {cfg.train.test_fold} held out), "
-            f"device {device}" + (f" × {distributed.current().world} processes" if distributed.sharded() else ""))
+            f"device {device}" + (f" × {shard.world} processes" if shard.world > 1 else ""))
     if cfg.MODEL == "ganimation":
         from lacgan.ganimation.networks import build_models
         from lacgan.ganimation.train import train

@@ -27,7 +27,6 @@ from lacgan.atomic import write_text
 from lacgan.checkpoint import resume, save_checkpoint
 from lacgan.config import LacganConfig
 from lacgan.data import FaceData, to_batch
-from lacgan.device import pick_device
 from lacgan.infer import generate
 from lacgan.losses import FeatureFn, LacganLoss
 from lacgan.networks import Models
@@ -60,7 +59,7 @@ def train(
     progress: bool | str = True,  # lacgan.progress mode: True/"bar" a tqdm bar, "log" lines, False/"off" none
 ) -> TrainResult:
     tc, out_dir = config.train, Path(out_dir)
-    shard, device = _start(device)
+    shard, device = distributed.start(device)  # torchrun's process group when launched by it, else one process
     if shard.world > tc.batch_size:
         raise ValueError(f"batch_size {tc.batch_size} is smaller than the {shard.world} processes sharing it")
     rows = shard.rows(tc.batch_size) if shard.world > 1 else None
@@ -137,14 +136,6 @@ def train(
         m.requires_grad_(True)
     distributed.barrier()  # every rank returns after rank 0's last checkpoint is on disk
     return result
-
-
-def _start(device) -> tuple[distributed.Shard, torch.device]:
-    """This process's shard and device: torchrun's process group when launched by it (cuda:LOCAL_RANK on GPUs),
-    else one process on `device`."""
-    if distributed.launched():
-        return distributed.start(device.type if isinstance(device, torch.device) else device)
-    return distributed.SINGLE, device if isinstance(device, torch.device) else pick_device(device)
 
 
 def _report(phase: str, total: torch.Tensor, terms: dict, groups: list[str]) -> None:

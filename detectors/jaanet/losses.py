@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lacgan.distributed import batch_mean, batch_sum, global_count, global_sum, sharded
+from lacgan.distributed import batch_mean, batch_sum, global_count, global_sum
 
 
 def au_weights(labels: np.ndarray, floor: float = 1e-3) -> np.ndarray:
@@ -60,12 +60,5 @@ def attention_refine_loss(refined: torch.Tensor, predefined: torch.Tensor) -> to
     """Binary cross-entropy of refined maps against the predefined ones, mean over pixels and batch, summed over
     AUs. Both (B, A, m, m) in [0, 1]."""
     bce = F.binary_cross_entropy(refined.clamp(1e-6, 1 - 1e-6), predefined, reduction="none")
-    return _mean_over_batch_and_pixels(bce).sum()
+    return batch_mean(bce, (0, 2, 3)).sum()
 
-
-def _mean_over_batch_and_pixels(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (C,) means over the whole step's batch and the pixels; x.mean((0, 2, 3)) in one process
-    (kept as is, so that single-process values stay bitwise)."""
-    if not sharded():
-        return x.mean((0, 2, 3))
-    return batch_sum(x.sum((0, 2, 3))) / global_count(x.numel() // x.shape[1], x)
