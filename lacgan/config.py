@@ -33,8 +33,8 @@ class NetConfig:
     output: str = "paper"  # "paper": the decoder draws the region; "residual": source + decoder output;
     #                        "difference": source + D(z, target) − D(z, source labels); "warp": as "difference",
     #                        and the source also moved by the decoder's displacement for the target minus the one
-    #                        for the source labels
-    max_shift: float = 4.0  # "warp": the largest displacement the decoder can ask for, in px
+    #                        for the source labels; "flow": only that displacement (geometry, no added colour)
+    max_shift: float = 4.0  # "warp", "flow": the largest displacement the decoder can ask for, in px
     composite: str = "paper"  # "paper": Eq. 2 with weights A_i (normalised where they overlap);
     #                           "plateau": weights min(1, plateau_gain·ΣA) shared in proportion to A_i
     plateau_gain: float = 3.0  # composite "plateau": the outer 1/gain of a diamond map is the feathered border
@@ -52,7 +52,7 @@ class NetConfig:
             raise ValueError(f"window {self.window} must fit inside the {self.size}-px crop")
         for name, value, allowed in (("regions", self.regions, ("reference", "wide")),
                                      ("generators", self.generators, ("per-au", "per-region")),
-                                     ("output", self.output, ("paper", "residual", "difference", "warp")),
+                                     ("output", self.output, ("paper", "residual", "difference", "warp", "flow")),
                                      ("composite", self.composite, ("paper", "plateau"))):
             if value not in allowed:
                 raise ValueError(f"NetConfig.{name} must be one of {allowed}, got {value!r}")

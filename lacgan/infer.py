@@ -64,7 +64,7 @@ def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.nda
     per-group path (same result to float tolerance); `precision="bf16"` runs G under bfloat16 autocast."""
     device = torch.device(device)
     dtype = PRECISIONS[precision]
-    need_source = net.output in ("difference", "warp")
+    need_source = net.output in ("difference", "warp", "flow")
     out = np.empty_like(images)
     pending = None  # (slice, host tensor, CUDA event) of the batch whose result is still being copied back
     for s in range(0, len(images), batch_size):

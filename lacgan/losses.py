@@ -94,10 +94,14 @@ def draw(output: str, source: torch.Tensor, dec_target: torch.Tensor, dec_source
         difference  fake = X + D(z, t) − D(z, s)   reconstruction = D(z, s)   (the autoencoder must rebuild X)
         warp        fake = warp(X, max_shift·(F(z, t) − F(z, s))) + D(z, t) − D(z, s), reconstruction = D(z, s),
                     with D the decoder's 3 image channels and F its 2 displacement channels
+        flow        fake = warp(X, max_shift·(F(z, t) − F(z, s))), reconstruction = D(z, s): geometry only (the
+                    source's own pixels moved; no colour is added, so the edit cannot paint a texture)
     """
-    if output == "warp":
-        shift = max_shift * (dec_target[:, :, 3:] - dec_source[:, :, 3:])
-        return warp(source, shift) + dec_target[:, :, :3] - dec_source[:, :, :3], dec_source[:, :, :3]
+    if output in ("warp", "flow"):
+        moved = warp(source, max_shift * (dec_target[:, :, 3:] - dec_source[:, :, 3:]))
+        if output == "flow":
+            return moved, dec_source[:, :, :3]
+        return moved + dec_target[:, :, :3] - dec_source[:, :, :3], dec_source[:, :, :3]
     if output == "paper":
         return dec_target, dec_source
     if output == "residual":

@@ -134,7 +134,7 @@ class CARGStack(nn.Module):
         if cfg.label_dim % S:
             raise ValueError(f"label_dim {cfg.label_dim} must be a multiple of {S} (AUs per generator)")
         self.window, self.z_dim, self.label_dim, self.G = tuple(window), cfg.z_dim, cfg.label_dim, G
-        self.out_ch = 5 if cfg.output == "warp" else 3  # "warp": an image and a 2-channel displacement field
+        self.out_ch = 5 if cfg.output in ("warp", "flow") else 3  # an image and a 2-channel displacement field
         ch, k = (3, *cfg.enc_channels), cfg.kernel
         self.enc = nn.ModuleList(nn.Conv2d(G * a, G * b, k, 2, k // 2, groups=G) for a, b in zip(ch, ch[1:]))
         self.h5, self.w5 = _down(window[0], 5), _down(window[1], 5)
@@ -172,7 +172,7 @@ class CARGStack(nn.Module):
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor, feats: list | None = None) -> torch.Tensor:
         """z (B, G, N_z), labels (B, 12) int in {1, 0, -1} (and the encoder features when the CARG has skips)
-        -> regions (B, G, out_ch, h, w) in [-1, 1] (out_ch 3, or 5 for the "warp" output: image + displacement)."""
+        -> regions (B, G, out_ch, h, w) in [-1, 1] (out_ch 3, or 5 for the "warp" and "flow" outputs: image + displacement)."""
         B = z.shape[0]
         cond = self.condition(labels).to(z.dtype)
         h = F.relu(self.dec_fc(torch.cat([z, cond], dim=-1))).reshape(B, self.G * self.c5, self.h5, self.w5)

@@ -192,6 +192,26 @@ def test_warp_output():
     torch.testing.assert_close(recon, dec[:, :, :3])
 
 
+def test_flow_output_only_moves_source_pixels():
+    """"flow": the edit is the source resampled (bilinear: every output pixel lies between the source's values),
+    whatever the decoder's image channels say; those are the reconstruction alone."""
+    from lacgan.losses import draw
+
+    torch.manual_seed(0)
+    src = torch.rand(2, 3, 3, 9, 11)
+    dec_s, dec_t = torch.rand(2, 3, 5, 9, 11) * 2 - 1, torch.rand(2, 3, 5, 9, 11) * 2 - 1
+    fake, recon = draw("flow", src, dec_t, dec_s, 4.0)
+    torch.testing.assert_close(recon, dec_s[:, :, :3])
+    assert not torch.allclose(fake, src)  # it moved
+    assert fake.min() >= src.min() - 1e-6 and fake.max() <= src.max() + 1e-6
+    constant = torch.full_like(src, 0.3)
+    torch.testing.assert_close(draw("flow", constant, dec_t, dec_s, 4.0)[0], constant)  # no colour is added
+    same, _ = draw("flow", src, dec_t, dec_t, 4.0)
+    torch.testing.assert_close(same, src)
+    warp_fake, _ = draw("warp", src, dec_t, dec_s, 4.0)  # "warp" = the same move + the colour difference
+    torch.testing.assert_close(warp_fake - fake, dec_t[:, :, :3] - dec_s[:, :, :3])
+
+
 def test_local_judges_see_the_composited_frame_and_each_au_of_a_shared_region():
     """judge="composite": D_local and R see the composited image inside each window (what ends up in the frame);
     AU12=1/AU15=0 and AU12=0/AU15=1 composite different lip corners, and each is what the judges see."""
