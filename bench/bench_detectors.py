@@ -10,11 +10,13 @@ FeatureExtraction binary is configured (--openface-bin, $OPENFACE_FEATURE_EXTRAC
 says "not installed".
 
 The reference comparison (176² crops, batch 8, eval, no_grad, same random input, fresh weights: speed does not
-depend on them) times our `JaaNet` on its CPU path (per-AU loop), on its grouped path, and the reference's
+depend on them, except through where our landmark output puts the attention maps, so ours start at an aligned
+neutral face, as training starts them) times our `JaaNet` on its CPU path (per-AU loop), on its grouped path, and the reference's
 v1 forward (HMRegionLearning, AlignNet, LocalAttentionRefine, LocalAUNetv1, HLFeatExtractor, AUNet, wired as its
 `AU_detection_evalv1`), repetitions interleaved, each timed call right after an untimed one of the same network
 (interleaved networks evict each other's oneDNN kernels, which made a first call ~3x slower), medians and best
-runs reported; our CPU path also under bfloat16 autocast (`JaaNetDetector(precision="bf16")`, not equal
+runs reported; our CPU path with its refine stack on the whole maps (as before it ran only where the maps reach:
+the same numbers, more work); our CPU path also under bfloat16 autocast (`JaaNetDetector(precision="bf16")`, not equal
 arithmetic: a different precision). The reference's modules are built from its
 `network.py` only when a copy is given (`--reference` = a checkout or a bare git directory); it is read and
 run, never copied into this project. Without it that row says "not given".
@@ -122,6 +124,20 @@ def _reference_forward(ref, crop: int, unit: int, n_aus: int = 12):
     return forward
 
 
+def aligned_landmarks49(input_size: int, crop: int) -> np.ndarray:
+    """(49, 2) points of the cohort's neutral face aligned as the pipeline aligns faces, in crop px: where a fresh
+    network's landmarks start (JaaNet.init_landmarks), so its attention maps sit where a real face has its AUs
+    (the CPU path's refine cost depends on where the maps are)."""
+    from detectors.jaanet import data
+    from detectors.jaanet.landmarks import to_49
+    from manifests.cohort.geometry import template
+    from pipelines.align import similarity_matrix, transform_points
+
+    pts = template()
+    lm = transform_points(similarity_matrix(pts, input_size), pts)
+    return to_49(lm).astype(np.float32) - data.centre_offset(input_size, crop)
+
+
 def jaanet_vs_reference(reference: str | None, crop: int = 176, unit: int = 8, batch: int = 8,
                         reps: int = 3) -> list[tuple[str, float, float]]:
     """[(name, median frames/s, best frames/s)]: our JaaNet (CPU path, grouped path, CPU path in bf16) and the
@@ -130,15 +146,21 @@ def jaanet_vs_reference(reference: str | None, crop: int = 176, unit: int = 8, b
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3, crop, crop)
-    ours_loop = JaaNet(crop=crop, unit=unit).eval()
-    ours_grouped = JaaNet(crop=crop, unit=unit).eval()
-    ours_grouped.au_loop = False
+    mean = aligned_landmarks49(round(crop / 0.88), crop)
+    nets = {}
+    for name in ("loop", "whole", "grouped"):
+        nets[name] = JaaNet(crop=crop, unit=unit).eval()
+        nets[name].init_landmarks(mean)  # as training starts it: attention maps where an aligned face has its AUs
+    nets["whole"].refine_crop = False
+    nets["grouped"].au_loop = False
+
     def bf16(x):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return ours_loop(x)
+            return nets["loop"](x)
 
-    runs = {"ours (per-AU loop, CPU path)": ours_loop, "ours (grouped convolutions)": ours_grouped,
-            "ours (CPU path, bf16 autocast)": bf16}
+    runs = {"ours (per-AU loop, CPU path)": nets["loop"],
+            "ours (CPU path, refine on the whole maps: before)": nets["whole"],
+            "ours (grouped convolutions)": nets["grouped"], "ours (CPU path, bf16 autocast)": bf16}
     if reference:
         runs["PyTorch-JAANet v1 modules (reference)"] = _reference_forward(_reference_network(reference), crop, unit)
     times: dict[str, list[float]] = {k: [] for k in runs}

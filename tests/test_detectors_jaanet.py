@@ -173,9 +173,13 @@ def test_per_au_loop_equals_the_grouped_computation():
         grouped = net(x)
         net.au_loop = True
         looped = net(x)
+        net.refine_crop = False
+        whole_maps = net(x)
+        net.refine_crop = True
     for k in ("au_logp", "landmarks", "maps", "refined"):
         assert looped[k].shape == grouped[k].shape
         torch.testing.assert_close(looped[k], grouped[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(looped[k], whole_maps[k], rtol=1e-4, atol=1e-5)
     assert grouped["au_logp"].std() > 0 and (grouped["refined"] - 0.5).abs().max() > 1e-3  # not a degenerate net
     other = JaaNet(crop=64, unit=2)
     other.load_state_dict(net.state_dict())  # one state_dict for both paths
@@ -188,6 +192,46 @@ def test_per_au_loop_equals_the_grouped_computation():
     net.au_loop = True
     with pytest.raises(RuntimeError, match="eval mode only"):
         net(x)
+
+
+def test_refine_runs_only_where_the_maps_reach_and_gives_the_whole_maps_answer():
+    """The eval path's refine stack runs on the part of the map its AU's boxes can reach and fills the rest with
+    the stack's answer to zeros: equal to running it on the whole map, for boxes inside, at the border, absent."""
+    from detectors.jaanet.model import _folded, refine_where_nonzero, run_one_group
+
+    torch.manual_seed(0)
+    net = JaaNet(crop=64, unit=2).eval()
+    with torch.no_grad():
+        for m in net.refine:
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.bias.uniform_(-0.2, 0.2)
+    steps = _folded(net.refine)
+    M = net.map_size + 8
+    pre = torch.zeros(3, 1, M, M)
+    pre[0, 0, 5:9, 4:10] = torch.rand(4, 6)  # one box in the middle ...
+    pre[2, 0, 7:10, 11:14] = torch.rand(3, 3)  # ... another frame's box beside it
+    edge = torch.zeros(2, 1, M, M)
+    edge[1, 0, -3:, :2] = 1.0  # a box in the corner
+    calls = []
+    real_conv = torch.nn.functional.conv2d
+
+    def counting(x, *a, **k):
+        calls.append(tuple(x.shape[-2:]))
+        return real_conv(x, *a, **k)
+
+    with torch.no_grad():
+        for maps in (pre, edge, torch.zeros(2, 1, M, M)):
+            whole = run_one_group(steps, maps.contiguous(memory_format=torch.channels_last), 3)
+            calls.clear()
+            torch.nn.functional.conv2d = counting
+            try:
+                part = refine_where_nonzero(steps, maps, 3)
+            finally:
+                torch.nn.functional.conv2d = real_conv
+            torch.testing.assert_close(part, whole, rtol=1e-5, atol=1e-6)
+            assert max(h * w for h, w in calls) < M * M  # never the whole map
+            assert maps.abs().sum() == 0 or (whole - whole[0, 0, 0, 0]).abs().max() > 1e-3  # the boxes show
 
 
 def test_train_resume_and_score_smoke(aligned_store, tmp_path):

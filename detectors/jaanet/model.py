@@ -12,7 +12,8 @@ Per-patch and per-AU weights are stored as grouped convolutions: the patches (or
 axis, so one kernel runs all of them with their own weights. How the per-AU stacks (refine, local) *run* depends on
 the device (`JaaNet.au_loop`): on the CPU, in eval mode, they run one AU at a time as ordinary convolutions on
 that AU's slice of the grouped weights, with each batch norm folded into its convolution (the alignment and
-global stacks too), in channels-last layout — oneDNN runs 12 dense convolutions 2-3x faster than one 12-group
+global stacks too), in channels-last layout, the refine stack only where the AU's map can reach
+(`refine_where_nonzero`) — oneDNN runs 12 dense convolutions 2-3x faster than one 12-group
 convolution (measured on 2 cores; see docs/detectors.md). Training, and CUDA, use the grouped convolutions. Both give the same outputs to float
 tolerance (tests/test_detectors_jaanet.py) and share one state_dict.
 """
@@ -48,6 +49,34 @@ class PatchConv(nn.Module):
         p = self.conv(F.relu(self.bn(p)))
         return p.view(b, k, k, self.cout, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, self.cout, h, w)
 
+    def forward_eval(self, x, out=None):
+        """Eval on the CPU, x channels-last: the same numbers without moving patches into channels. The batch
+        norm (running statistics: an affine map per patch and channel) and ReLU in one pass over the image, then
+        one ordinary convolution per patch, written into its place in `out` (oneDNN runs these far faster than
+        the 64-group convolution, and the image never changes layout)."""
+        b, c, h, w = x.shape
+        k, ph, pw = self.grid, h // self.grid, w // self.grid
+        bn = self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+
+        def per_pixel(v):  # (k·k·c,) in (patch row, patch column, channel) order -> (1, c, h, w)
+            v = v.view(k, k, c).permute(2, 0, 1)[:, :, None, :, None].expand(c, k, ph, k, pw)
+            return v.reshape(1, c, h, w).contiguous(memory_format=torch.channels_last)
+
+        y = torch.empty_like(x, memory_format=torch.channels_last)
+        torch.addcmul(per_pixel(shift), x, per_pixel(scale), out=y).relu_()
+        if out is None:
+            out = x.new_empty((b, self.cout, h, w)).contiguous(memory_format=torch.channels_last)
+        weight, bias = self.conv.weight, self.conv.bias
+        for i in range(k):
+            for j in range(k):
+                n = (i * k + j) * self.cout
+                rows, cols = slice(i * ph, (i + 1) * ph), slice(j * pw, (j + 1) * pw)
+                out[:, :, rows, cols] = F.conv2d(y[:, :, rows, cols], weight[n:n + self.cout], bias[n:n + self.cout],
+                                                 padding=1)
+        return out
+
 
 class RegionLayer(nn.Module):
     """3×3 conv, then patch convs on 8×8, 4×4, 2×2 grids in cascade (out/2, out/4, out/4 channels),
@@ -67,6 +96,16 @@ class RegionLayer(nn.Module):
         b = self.p4(a)
         c = self.p2(b)
         return F.relu(self.bn(x + torch.cat([a, b, c], 1)))
+
+    def forward_eval(self, x):
+        """forward() in eval on the CPU for a channels-last x (PatchConv.forward_eval); the same numbers."""
+        x = self.conv(x)
+        cat = torch.empty_like(x, memory_format=torch.channels_last)  # the three patch outputs, written in place
+        c8, c4 = self.p8.cout, self.p4.cout
+        a = self.p8.forward_eval(x, out=cat[:, :c8])
+        b = self.p4.forward_eval(a, out=cat[:, c8:c8 + c4])
+        self.p2.forward_eval(b, out=cat[:, c8 + c4:])
+        return F.relu_(self.bn(cat.add_(x)))
 
 
 def _folded(seq: nn.Sequential) -> list:
@@ -112,6 +151,36 @@ def run_one_group(steps: list, x: torch.Tensor, g: int) -> torch.Tensor:
     return x
 
 
+def refine_where_nonzero(steps: list, pre: torch.Tensor, g: int) -> torch.Tensor:
+    """Group g of the folded refine stack (unpadded convs: (B, 1, M, M) -> (B, 1, m, m)) computed only where the
+    predefined map can reach: the map is exactly 0 outside its AU's boxes, so every output whose (M − m + 1)²
+    receptive field holds only zeros is the same number, the stack's answer to an all-zero input. That number
+    fills the rest. Same result as the whole map (to float summation order); on the paper's 52-cell maps the
+    boxes reach about 40 % of the outputs (bench/bench_detectors.py)."""
+    b, _, M, _ = pre.shape
+    k = M - _out_size(steps, M)  # receptive field − 1
+    m = M - k
+    const = run_one_group(steps, pre.new_zeros(1, 1, k + 1, k + 1), g)  # (1, 1, 1, 1)
+    out = const.expand(b, 1, m, m).clone()
+    nz = pre.ne(0).any(0)[0]  # (M, M): any frame of the batch
+    rows, cols = nz.any(1).nonzero().flatten(), nz.any(0).nonzero().flatten()
+    if len(rows) == 0:
+        return out
+    r0, r1 = max(int(rows[0]) - k, 0), min(int(rows[-1]), m - 1)  # outputs whose field meets the boxes
+    c0, c1 = max(int(cols[0]) - k, 0), min(int(cols[-1]), m - 1)
+    part = pre[:, :, r0:r1 + k + 1, c0:c1 + k + 1].contiguous(memory_format=torch.channels_last)
+    out[:, :, r0:r1 + 1, c0:c1 + 1] = run_one_group(steps, part, g)
+    return out
+
+
+def _out_size(steps: list, size: int) -> int:
+    """Side of a folded conv stack's output for a size² input (an unpadded 3×3 conv shrinks it by 2)."""
+    for step in steps:
+        if step[0] == "conv":
+            size = size + 2 * step[3][0] - (step[1].shape[-1] - 1)
+    return size
+
+
 def feature_stack(cin: int, unit: int, groups: int = 1) -> nn.Sequential:
     """Three stages of two 3×3 conv-BN-ReLU and a 2× max-pool (12, 16, 20 × unit channels, per group)."""
     layers, c = [], cin
@@ -148,6 +217,7 @@ class JaaNet(nn.Module):
         self.glob = feature_stack(8 * unit, unit)
         self.au_head = nn.Sequential(nn.Linear(3 * feat, 64 * unit), nn.Linear(64 * unit, 2 * n_aus))
         self.au_loop: bool | None = None  # per-AU stacks one AU at a time; None = in eval mode on the CPU
+        self.refine_crop = True  # the per-AU loop's refine runs only where the maps reach (refine_where_nonzero)
 
     def _loop(self, x: torch.Tensor) -> bool:
         return (not self.training and x.device.type == "cpu") if self.au_loop is None else self.au_loop
@@ -164,12 +234,16 @@ class JaaNet(nn.Module):
         """x (B, 3, crop, crop) in [-1, 1] -> dict: au_logp (B, 2, A), landmarks (B, 49, 2), maps (B, A, m+8, m+8)
         predefined, refined (B, A, m, m)."""
         b = x.shape[0]
-        feat = self.region(x)
         loop = self._loop(x)
         if loop and self.training:
             raise RuntimeError("JaaNet: the per-AU loop folds batch norms, so it runs in eval mode only")
-        if loop:  # the eval CPU path: batch norms folded, channels-last
+        if loop:  # the eval CPU path: channels-last throughout, region layers patch by patch, batch norms folded
+            feat = x.contiguous(memory_format=torch.channels_last)
+            for layer in self.region:
+                feat = layer.forward_eval(feat) if isinstance(layer, RegionLayer) else layer(feat)
             feat = feat.contiguous(memory_format=torch.channels_last)
+        else:
+            feat = self.region(x)
         align_feat = run_one_group(_folded(self.align), feat, 0) if loop else self.align(feat)
         with torch.autocast(x.device.type, enabled=False):  # landmarks and AU logits in float32 under autocast
             lm = self.align_out(align_feat.float().flatten(1)).view(b, N_POINTS, 2)
@@ -197,7 +271,10 @@ class JaaNet(nn.Module):
         refine, local = _folded(self.refine), _folded(self.local)
         refined, total = [], None
         for g in range(self.n_aus):
-            r = run_one_group(refine, pre[:, g:g + 1].contiguous(memory_format=torch.channels_last), g)
+            if self.refine_crop:
+                r = refine_where_nonzero(refine, pre[:, g:g + 1], g)
+            else:
+                r = run_one_group(refine, pre[:, g:g + 1].contiguous(memory_format=torch.channels_last), g)
             refined.append(r)
             out = run_one_group(local, feat * r, g)
             total = out.float() if total is None else total.add_(out)  # summed in float32 (also under autocast)
