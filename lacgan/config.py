@@ -75,6 +75,8 @@ class LossConfig:
     lambda_latent: float = 0.0  # latent AU adversary: z must not tell the source's AUs (Fader-style); 0 = paper
     lambda_pair: float = 0.0  # sequence-paired L1: an edit to a same-sequence partner's labels vs that partner's
     #                           region (TrainConfig.pair_prob of each batch); 0 = paper (unpaired)
+    judge_noise: float = 0.0  # std of Gaussian instance noise on everything D_local and R see, real and fake
+    #                            ([-1, 1] units): fine speckles then tell them nothing; 0 = paper
     judge: str = "own"  # what D_local and R see of a fake: "own" = A_i ⊙ G_i (paper), "composite" = the composited
     #                     image inside the window (what ends up in the frame)
 
@@ -83,6 +85,8 @@ class LossConfig:
             raise ValueError(f"beta needs {N_AUS} weights, one per AU, got {len(self.beta)}")
         if len(self.id_alphas) != 5:
             raise ValueError(f"id_alphas needs 5 layer weights (Eq. 4), got {len(self.id_alphas)}")
+        if self.judge_noise < 0:
+            raise ValueError(f"LossConfig.judge_noise must be >= 0, got {self.judge_noise}")
         if self.judge not in ("own", "composite"):
             raise ValueError(f"LossConfig.judge must be 'own' or 'composite', got {self.judge!r}")
 

@@ -126,6 +126,17 @@ def sample_prior(like: torch.Tensor, generator: torch.Generator | None = None, r
     return (u * 2 - 1).to(device=like.device, dtype=like.dtype)
 
 
+def instance_noise(like: torch.Tensor, std: float, generator: torch.Generator | None = None,
+                   rows: slice | None = None, total: int | None = None) -> torch.Tensor:
+    """Gaussian noise of `std` shaped like `like` (drawn for the whole batch and sliced, as sample_prior); 0 -> 0."""
+    if std == 0:
+        return torch.zeros((), device=like.device, dtype=like.dtype)
+    shape = like.shape if rows is None else (total, *like.shape[1:])
+    n = torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32)
+    n = n if rows is None else n[rows]
+    return (n * std).to(device=like.device, dtype=like.dtype)
+
+
 def weighted_sum(per_au: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return (per_au * beta).sum()
 
@@ -213,8 +224,8 @@ class LacganLoss:
             per = latent_loss(self.m.D_lat(g.z.detach()), self.grouping.labels(b.labels))
             return weighted_sum(per, beta), {"label": per}
         if name == "D_local":
-            real_logit, real_r = self.m.D_local(maps * g.source, b.labels)
-            fake_logit, _ = self.m.D_local(maps * g.judged.detach(), b.targets)
+            real_logit, real_r = self.m.D_local(maps * g.source + self._noise(g.source, b, prior), b.labels)
+            fake_logit, _ = self.m.D_local(maps * g.judged.detach() + self._noise(g.judged, b, prior), b.targets)
             adv = d_adv_loss(real_logit, fake_logit, known_s, known_t)
             reg = regression_loss(real_r, self.grouping.labels(b.labels))
             return weighted_sum(adv + self.cfg.lambda_au * reg, beta), {"adv": adv, "label": reg}
@@ -222,15 +233,19 @@ class LacganLoss:
             adv = d_adv_loss(self.m.D_global(b.images), self.m.D_global(g.composed.detach())).mean()
             return adv, {"adv": adv}
         if name == "G":
-            return self._generator(b, g, beta, known_s, known_t)
+            return self._generator(b, g, beta, known_s, known_t, prior)
         raise ValueError(f"unknown phase {name!r}; phases are {PHASES}")
 
-    def _generator(self, b: Batch, g: GenOut, beta, known_s, known_t):
+    def _noise(self, like: torch.Tensor, b: Batch, prior: torch.Generator | None) -> torch.Tensor:
+        """Instance noise on what D_local and R see (LossConfig.judge_noise), from the step's generator."""
+        return instance_noise(like, self.cfg.judge_noise, prior, b.rows, b.total)
+
+    def _generator(self, b: Batch, g: GenOut, beta, known_s, known_t, prior=None):
         c = self.cfg
         maps = b.win.maps[:, :, None]
         pix = pixel_loss(g.recon, g.source, b.win.maps, known_s)
         adv_z = g_adv_loss(self.m.D_z(g.z))
-        fake_logit, fake_r = self.m.D_local(maps * g.judged, b.targets)
+        fake_logit, fake_r = self.m.D_local(maps * g.judged + self._noise(g.judged, b, prior), b.targets)
         adv_au = g_adv_loss(fake_logit, known_t)
         label = regression_loss(fake_r, self.grouping.labels(effective_targets(b.targets, b.labels)))
         carg = pix + c.lambda_1 * adv_z + c.lambda_2 * (adv_au + c.lambda_au * c.g_label * label)  # Eq. 9 with Eq. 7

@@ -176,6 +176,33 @@ def test_phases_compose_terms_with_their_weights(design):
         loss.phase("D_nope", b, g)
 
 
+def test_judge_noise_reaches_what_d_local_and_r_see_from_the_steps_generator():
+    """judge_noise > 0: D_local's and G's terms see noise drawn from the step's generator (same seed, same
+    numbers; another seed, others); 0 (the paper): the generator is not touched and nothing changes."""
+    from lacgan.compose import fit_window
+
+    imgs, lm, labels = faces(4, 64)
+    base = preset("smoke")
+    base = base.replace(net={"window": fit_window(lm, 64, base.net.regions)})
+    models = build_models(base.net)
+    targets = sample_targets(labels, np.random.default_rng(0), 0.5)
+    b = to_batch(imgs, lm, labels, targets, base.net, "cpu")
+    seeded = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    out = {}
+    for std in (0.0, 0.2):
+        loss = LacganLoss(models, base.replace(loss={"judge_noise": std}).loss, None, base.net)
+        g = loss.generate(b)
+        for phase in ("D_local", "G"):
+            out[std, phase] = [float(loss.phase(phase, b, g, seeded(s))[0].detach()) for s in (0, 0, 1)]
+    for phase in ("D_local", "G"):
+        quiet, noisy = out[0.0, phase], out[0.2, phase]
+        assert quiet[0] == quiet[1] == quiet[2]  # no noise: the seed does not matter
+        assert noisy[0] == noisy[1] != noisy[2]  # noise: the step's generator decides it
+        assert noisy[0] != quiet[0]
+    with pytest.raises(ValueError, match="judge_noise"):
+        LossConfig(judge_noise=-0.1)
+
+
 def test_warp_output():
     from lacgan.losses import draw, warp
 
