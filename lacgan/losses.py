@@ -120,9 +120,7 @@ def sample_prior(like: torch.Tensor, generator: torch.Generator | None = None, r
                  total: int | None = None) -> torch.Tensor:
     """z ~ U[-1, 1] shaped like `like` (Eq. 6's prior); with `rows` of a batch of `total`, drawn for the whole
     batch and sliced, so a rank's share equals those rows of one process's draw."""
-    shape = like.shape if rows is None else (total, *like.shape[1:])
-    u = torch.rand(shape, generator=generator, device="cpu", dtype=torch.float32)
-    u = u if rows is None else u[rows]
+    u = _whole_batch(torch.rand, like, generator, rows, total)
     return (u * 2 - 1).to(device=like.device, dtype=like.dtype)
 
 
@@ -131,10 +129,17 @@ def instance_noise(like: torch.Tensor, std: float, generator: torch.Generator | 
     """Gaussian noise of `std` shaped like `like` (drawn for the whole batch and sliced, as sample_prior); 0 -> 0."""
     if std == 0:
         return torch.zeros((), device=like.device, dtype=like.dtype)
-    shape = like.shape if rows is None else (total, *like.shape[1:])
-    n = torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32)
-    n = n if rows is None else n[rows]
+    n = _whole_batch(torch.randn, like, generator, rows, total)
     return (n * std).to(device=like.device, dtype=like.dtype)
+
+
+def _whole_batch(draw, like: torch.Tensor, generator: torch.Generator | None, rows: slice | None,
+                 total: int | None) -> torch.Tensor:
+    """`draw` (torch.rand / torch.randn) on the CPU in float32 shaped like `like`; with `rows` of a batch of
+    `total`, drawn for the whole batch and sliced, so a rank's share equals those rows of one process's draw."""
+    shape = like.shape if rows is None else (total, *like.shape[1:])
+    x = draw(shape, generator=generator, device="cpu", dtype=torch.float32)
+    return x if rows is None else x[rows]
 
 
 def weighted_sum(per_au: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

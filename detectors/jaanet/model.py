@@ -158,8 +158,8 @@ def refine_where_nonzero(steps: list, pre: torch.Tensor, g: int) -> torch.Tensor
     fills the rest. Same result as the whole map (to float summation order); on the paper's 52-cell maps the
     boxes reach about 40 % of the outputs (bench/bench_detectors.py)."""
     b, _, M, _ = pre.shape
-    k = M - _out_size(steps, M)  # receptive field − 1
-    m = M - k
+    m = _out_size(steps, M)
+    k = M - m  # receptive field − 1
     const = run_one_group(steps, pre.new_zeros(1, 1, k + 1, k + 1), g)  # (1, 1, 1, 1)
     out = const.expand(b, 1, m, m).clone()
     nz = pre.ne(0).any(0)[0]  # (M, M): any frame of the batch
