@@ -16,6 +16,13 @@ from typing import ClassVar
 from manifests.aus import N_AUS
 
 
+# NetConfig.output values, and the decoder channels each needs (an image, + a 2-channel displacement)
+OUTPUTS = ("paper", "residual", "difference", "warp", "flow")
+OUTPUT_CHANNELS = {"paper": 3, "residual": 3, "difference": 3, "warp": 5, "flow": 5}
+# outputs that draw the edit as a change from the source labels' decoding (they need the sources' labels)
+DIFFERENCE_OUTPUTS = ("difference", "warp", "flow")
+
+
 @dataclass(frozen=True)
 class NetConfig:
     size: int = 200  # face crop side S in px: the paper's 200×200 (Sec. 4.1)
@@ -38,6 +45,9 @@ class NetConfig:
     composite: str = "paper"  # "paper": Eq. 2 with weights A_i (normalised where they overlap);
     #                           "plateau": weights min(1, plateau_gain·ΣA) shared in proportion to A_i
     plateau_gain: float = 3.0  # composite "plateau": the outer 1/gain of a diamond map is the feathered border
+    condition: str = "bottleneck"  # where the decoder reads the target labels: "bottleneck" = only with z
+    #                                (the paper: [z, label] -> FC), "every-scale" = also as constant planes at the
+    #                                input of every decoder layer, so the edit can be placed at full resolution
     skips: bool = False  # U-Net skip connections from each encoder layer to the decoder layer of its size; the
     #                      paper's CARG has none (its decoder sees only z and the label)
 
@@ -52,8 +62,9 @@ class NetConfig:
             raise ValueError(f"window {self.window} must fit inside the {self.size}-px crop")
         for name, value, allowed in (("regions", self.regions, ("reference", "wide")),
                                      ("generators", self.generators, ("per-au", "per-region")),
-                                     ("output", self.output, ("paper", "residual", "difference", "warp", "flow")),
-                                     ("composite", self.composite, ("paper", "plateau"))):
+                                     ("output", self.output, OUTPUTS),
+                                     ("composite", self.composite, ("paper", "plateau")),
+                                     ("condition", self.condition, ("bottleneck", "every-scale"))):
             if value not in allowed:
                 raise ValueError(f"NetConfig.{name} must be one of {allowed}, got {value!r}")
         if self.plateau_gain < 1:

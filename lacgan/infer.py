@@ -25,7 +25,7 @@ import torch
 
 from lacgan.checkpoint import load_checkpoint, load_modules
 from lacgan.compose import Windows, compose, gather_windows, to_float, to_uint8
-from lacgan.config import LacganConfig, NetConfig, config_hash
+from lacgan.config import DIFFERENCE_OUTPUTS, LacganConfig, NetConfig, config_hash
 from lacgan.data import check_arrays
 from lacgan.device import pick_device
 from lacgan.losses import draw, effective_targets
@@ -64,7 +64,7 @@ def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.nda
     per-group path (same result to float tolerance); `precision="bf16"` runs G under bfloat16 autocast."""
     device = torch.device(device)
     dtype = PRECISIONS[precision]
-    need_source = net.output in ("difference", "warp", "flow")
+    need_source = net.output in DIFFERENCE_OUTPUTS
     out = np.empty_like(images)
     pending = None  # (slice, host tensor, CUDA event) of the batch whose result is still being copied back
     for s in range(0, len(images), batch_size):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lacgan.config import NetConfig
+from lacgan.config import OUTPUT_CHANNELS, NetConfig
 from lacgan.distributed import BatchNorm2d
 from lacgan.regions import REGION_GROUPS
 from manifests.aus import AUS
@@ -134,7 +134,7 @@ class CARGStack(nn.Module):
         if cfg.label_dim % S:
             raise ValueError(f"label_dim {cfg.label_dim} must be a multiple of {S} (AUs per generator)")
         self.window, self.z_dim, self.label_dim, self.G = tuple(window), cfg.z_dim, cfg.label_dim, G
-        self.out_ch = 5 if cfg.output in ("warp", "flow") else 3  # an image and a 2-channel displacement field
+        self.out_ch = OUTPUT_CHANNELS[cfg.output]  # an image (+ a 2-channel displacement field)
         ch, k = (3, *cfg.enc_channels), cfg.kernel
         self.enc = nn.ModuleList(nn.Conv2d(G * a, G * b, k, 2, k // 2, groups=G) for a, b in zip(ch, ch[1:]))
         self.h5, self.w5 = _down(window[0], 5), _down(window[1], 5)
@@ -145,7 +145,10 @@ class CARGStack(nn.Module):
         # with skips, decoder layer i (i >= 1) also reads the output of encoder layer 4 - i (its size)
         extra = [0] + [ch[5 - i] for i in range(1, 5)] if cfg.skips else [0] * 5
         self.skips = cfg.skips
-        self.dec = nn.ModuleList(nn.ConvTranspose2d(G * (a + e), G * b, k, 2, k // 2, output_padding=1, groups=G)
+        # condition "every-scale": every decoder layer also reads the group's label codes as constant planes
+        self.planes = S if cfg.condition == "every-scale" else 0
+        self.dec = nn.ModuleList(nn.ConvTranspose2d(G * (a + e + self.planes), G * b, k, 2, k // 2, output_padding=1,
+                                                    groups=G)
                                  for a, b, e in zip(rch, rch[1:], extra))
         self.sizes = [window]
         for _ in range(5):
@@ -175,10 +178,14 @@ class CARGStack(nn.Module):
         -> regions (B, G, out_ch, h, w) in [-1, 1] (out_ch 3, or 5 for the "warp" and "flow" outputs: image + displacement)."""
         B = z.shape[0]
         cond = self.condition(labels).to(z.dtype)
+        codes = self.grouping.codes(labels).to(z.dtype)  # (B, G, slots): the "every-scale" planes
         h = F.relu(self.dec_fc(torch.cat([z, cond], dim=-1))).reshape(B, self.G * self.c5, self.h5, self.w5)
         for i, deconv in enumerate(self.dec):
             if self.skips and i > 0:
                 h = _cat_groups(h[..., : self.sizes[5 - i][0], : self.sizes[5 - i][1]], feats[4 - i], self.G)
+            if self.planes:
+                planes = codes[..., None, None].expand(-1, -1, -1, *h.shape[-2:]).reshape(B, -1, *h.shape[-2:])
+                h = _cat_groups(h, planes, self.G)
             h = deconv(h)
             h = torch.tanh(h) if i == len(self.dec) - 1 else F.relu(h)
         return h[..., : self.window[0], : self.window[1]].reshape(B, self.G, self.out_ch, *self.window)
@@ -198,11 +205,11 @@ class CARGStack(nn.Module):
 
     # ---- one group at a time, same weights (reference) -------------------------------------------------
     def forward_loop(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cond = self.condition(labels)
-        return torch.stack([self.forward_single(x[:, g], cond[:, g], g) for g in range(self.G)], dim=1)
+        cond, codes = self.condition(labels), self.grouping.codes(labels)
+        return torch.stack([self.forward_single(x[:, g], cond[:, g], g, codes[:, g]) for g in range(self.G)], dim=1)
 
-    def forward_single(self, x: torch.Tensor, cond: torch.Tensor, g: int) -> torch.Tensor:
-        """Group g alone: x (B, 3, h, w), its condition (B, label_dim) -> (B, 3, h, w)."""
+    def forward_single(self, x: torch.Tensor, cond: torch.Tensor, g: int, codes: torch.Tensor) -> torch.Tensor:
+        """Group g alone: x (B, 3, h, w), its condition (B, label_dim) and label codes (B, slots) -> (B, out_ch, h, w)."""
         G = self.G
         h = x
         feats = []
@@ -217,6 +224,8 @@ class CARGStack(nn.Module):
         for i, dc in enumerate(self.dec):
             if self.skips and i > 0:
                 h = torch.cat([h[..., : self.sizes[5 - i][0], : self.sizes[5 - i][1]], feats[4 - i]], 1)
+            if self.planes:
+                h = torch.cat([h, codes.to(h.dtype)[..., None, None].expand(-1, -1, *h.shape[-2:])], 1)
             n_in, n_out = dc.in_channels // G, dc.out_channels // G
             h = F.conv_transpose2d(h, dc.weight[g * n_in:(g + 1) * n_in], dc.bias[g * n_out:(g + 1) * n_out], 2,
                                    dc.padding, dc.output_padding)
