@@ -116,6 +116,8 @@ class TrainConfig:
     seed: int = 0  # seeds weights, batches, target labels and priors (each step draws from (seed, step))
     target_flip: float = 0.5  # per-AU probability that a known source label is flipped to make the target
     pair_prob: float = 0.0  # share of each batch whose target is a same-sequence partner's labels (lambda_pair)
+    pair_register: bool = False  # warp each partner onto its source on the landmarks AUs do not move
+    #                              (lacgan.data.register) before the paired term compares them
     sample_every: int = 1000  # steps between sample grids (Fig. 3 / Fig. 5 layout)
     checkpoint_every: int = 1000  # steps between checkpoints
     log_every: int = 50  # steps between statistics lines

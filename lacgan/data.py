@@ -26,6 +26,42 @@ from manifests.aus import N_AUS
 CACHE_LIMIT = 2 << 30  # load the training faces into memory when they take at most this many bytes
 
 
+# Landmarks that AUs do not move (the cohort's AU displacement fields and FACS agree): the face outline above the
+# chin, the nose, the eye corners. A partner frame is registered onto its source on these.
+RIGID_LANDMARKS = (*range(0, 6), *range(11, 17), *range(27, 36), 36, 39, 42, 45)
+
+
+def rigid_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(2, 3) similarity (rotation, uniform scale, shift) mapping points `src` (n, 2) onto `dst` (n, 2), least
+    squares (Umeyama)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    u, sv, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1.0, d]) @ vt
+    scale = (sv * [1.0, d]).sum() / max((a ** 2).sum(), 1e-12)
+    m = np.empty((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = md - scale * rot @ ms
+    return m
+
+
+def register(images: np.ndarray, landmarks: np.ndarray, onto: np.ndarray) -> np.ndarray:
+    """Each face of `images` (n, S, S, 3) uint8 warped so that its rigid landmarks (RIGID_LANDMARKS of
+    `landmarks`) fall on those of `onto` (n, 68, 2): a same-sequence partner then lies pixel for pixel on its
+    source wherever the AUs did not move anything (the crops are aligned on points AUs move: the mouth corners)."""
+    import cv2
+
+    idx = list(RIGID_LANDMARKS)
+    out = np.empty_like(images)
+    for k in range(len(images)):
+        m = rigid_similarity(landmarks[k, idx], onto[k, idx])
+        out[k] = cv2.warpAffine(images[k], m, images.shape[2:0:-1], flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
 def sample_targets(labels: np.ndarray, rng: np.random.Generator, flip: float) -> np.ndarray:
     """Unpaired targets: each known source label flipped with probability `flip`; unknown ones drawn 0/1."""
     labels = np.asarray(labels, np.int8)
@@ -101,9 +137,10 @@ class FaceData:
         return tuple(a[inv] for a in out)
 
     def batch(self, step: int, batch_size: int, seed: int, flip: float, pair_prob: float = 0.0,
-              rows: slice | None = None):
+              rows: slice | None = None, pair_register: bool = False):
         """The batch of `step`: (images uint8, landmarks, labels, targets, partner images uint8 | None,
-        paired (B,) bool | None), all numpy. `rows` (torchrun: this rank's `distributed.Shard.rows`): the
+        paired (B,) bool | None), all numpy; `pair_register`: partners warped onto their sources (`register`).
+        `rows` (torchrun: this rank's `distributed.Shard.rows`): the
         whole batch is drawn as in one process and only these rows are read and returned."""
         rows = rows or slice(0, batch_size)
         rng = np.random.default_rng([seed, step])
@@ -116,7 +153,9 @@ class FaceData:
         paired = pair_rng.random(batch_size) < pair_prob
         partners = self.partners(idx, pair_rng)[rows]
         paired = paired[rows]
-        partner_images, _, partner_labels = self.read_train(partners)
+        partner_images, partner_landmarks, partner_labels = self.read_train(partners)
+        if pair_register:
+            partner_images = register(partner_images, partner_landmarks, landmarks)
         targets = np.where(paired[:, None], partner_labels, targets).astype(np.int8)
         return images, landmarks, labels, targets, partner_images, paired
 

@@ -95,7 +95,8 @@ def train(
     with stats.collecting(writer):
         for step in bar:
             t0 = time.perf_counter()
-            *arrays, partner, paired = data.batch(step, tc.batch_size, tc.seed, tc.target_flip, tc.pair_prob, rows)
+            *arrays, partner, paired = data.batch(step, tc.batch_size, tc.seed, tc.target_flip, tc.pair_prob, rows,
+                                               tc.pair_register)
             batch = to_batch(*arrays, config.net, device, partner, paired)
             batch.rows, batch.total = rows, tc.batch_size
             prior = torch.Generator().manual_seed(int(np.random.default_rng([tc.seed, step, 1]).integers(2**62)))

@@ -10,7 +10,7 @@ import torch
 
 from lacgan import checkpoint as ckpt
 from lacgan.config import config_hash, preset
-from lacgan.data import FaceData, resolve_window
+from lacgan.data import RIGID_LANDMARKS, FaceData, register, resolve_window, rigid_similarity
 from lacgan.networks import build_models
 from lacgan.train import NonFiniteLossError, train
 from manifests.aligned import StoreError
@@ -186,3 +186,40 @@ def test_pairs_come_from_the_same_sequence(aligned_store):
     assert all(np.array_equal(x, y) for x, y in zip(again, (imgs, lm, labels, targets, partner, paired)))
     unpaired = data.batch(3, 16, seed=2, flip=0.5)
     assert np.array_equal(unpaired[3][~paired], targets[~paired])  # pairing leaves the other rows' targets alone
+
+
+def test_rigid_similarity_recovers_a_known_rotation_scale_and_shift():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 64, (20, 2))
+    a, k, t = 0.3, 1.2, np.array([3.0, -5.0])
+    rot = k * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    m = rigid_similarity(src, src @ rot.T + t)
+    np.testing.assert_allclose(m, np.c_[rot, t], atol=1e-9)
+    mirrored = rigid_similarity(src, src * [-1, 1])  # a reflection is not a similarity: the best rotation instead
+    assert np.linalg.det(mirrored[:, :2]) > 0
+
+
+def test_register_puts_a_shifted_partner_back_on_its_source():
+    """A partner moved 3 px right (landmarks with it) is warped back onto the source: pixel for pixel inside."""
+    rng = np.random.default_rng(1)
+    src = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    partner = np.roll(src, 3, axis=2)
+    lm = np.tile(rng.uniform(10, 50, (68, 2)), (1, 1, 1))
+    back = register(partner, lm + [3.0, 0.0], lm)
+    assert np.array_equal(back[0, :, 4:60], src[0, :, 4:60])
+    assert not np.array_equal(partner[0, :, 4:60], src[0, :, 4:60])
+    assert len(set(RIGID_LANDMARKS)) == len(RIGID_LANDMARKS) and max(RIGID_LANDMARKS) < 48  # no mouth points
+
+
+def test_registered_pairs_are_the_partners_warped_onto_their_sources(aligned_store):
+    data = FaceData.open(aligned_store, 64, 3)
+    plain = data.batch(3, 8, seed=2, flip=0.5, pair_prob=1.0)
+    reg = data.batch(3, 8, seed=2, flip=0.5, pair_prob=1.0, pair_register=True)
+    for k in (0, 1, 2, 3, 5):  # everything but the partner images is unchanged
+        assert np.array_equal(plain[k], reg[k])
+    rng = np.random.default_rng([2, 3])
+    idx = rng.integers(0, len(data), 8)
+    pair_rng = np.random.default_rng([2, 3, 2])
+    pair_rng.random(8)
+    _, mate_lm, _ = data.read_train(data.partners(idx, pair_rng))
+    assert np.array_equal(reg[4], register(plain[4], mate_lm, plain[1]))
