@@ -197,12 +197,12 @@ PRESETS: dict[str, LacganConfig] = {
         preset="demo",
         net=NetConfig(size=64, enc_channels=(8, 16, 32, 64, 128), local_channels=(8, 16, 32, 64),
                       global_channels=(8, 16, 32, 32), dz_hidden=(64, 32, 16), regions="wide",
-                      generators="per-region", output="warp", composite="plateau"),
+                      generators="per-region", output="warp", composite="plateau", condition="every-scale"),
         loss=LossConfig(id_faces=2, lambda_latent=0.0, g_label=1.0, lambda_img=0.0, lambda_3=0.0,
                         judge="composite", judge_noise=0.1, lambda_pair=5.0),
         optim=OptimConfig(lr=5e-4),
         train=TrainConfig(steps=1500, batch_size=16, sample_every=500, checkpoint_every=250, log_every=50,
-                          pair_prob=1.0),
+                          pair_prob=1.0, pair_register=True),
     ),
     # Tests: tiny everything; the demo's regions, generators and composite, with the cheaper difference output and
     # the latent adversary (so the tests exercise both).
