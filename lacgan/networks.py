@@ -155,9 +155,8 @@ class CARGStack(nn.Module):
             self.sizes.append(((self.sizes[-1][0] + 1) // 2, (self.sizes[-1][1] + 1) // 2))  # after enc layer k
         self.c5 = ch[-1]
 
-    def condition(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B, 12) int labels -> (B, G, label_dim) decoder condition."""
-        codes = self.grouping.codes(labels)
+    def condition(self, codes: torch.Tensor) -> torch.Tensor:
+        """(..., slots) label codes (`Grouping.codes`) -> (..., label_dim) decoder condition."""
         return codes.repeat_interleave(self.label_dim // codes.shape[-1], dim=-1)
 
     # ---- batched (the fast path) -----------------------------------------------------------------------
@@ -177,9 +176,9 @@ class CARGStack(nn.Module):
         """z (B, G, N_z), labels (B, 12) int in {1, 0, -1} (and the encoder features when the CARG has skips)
         -> regions (B, G, out_ch, h, w) in [-1, 1] (out_ch 3, or 5 for the "warp" and "flow" outputs: image + displacement)."""
         B = z.shape[0]
-        cond = self.condition(labels).to(z.dtype)
-        codes = self.grouping.codes(labels).to(z.dtype)  # (B, G, slots): the "every-scale" planes
-        h = F.relu(self.dec_fc(torch.cat([z, cond], dim=-1))).reshape(B, self.G * self.c5, self.h5, self.w5)
+        codes = self.grouping.codes(labels).to(z.dtype)  # (B, G, slots); also the "every-scale" planes
+        h = F.relu(self.dec_fc(torch.cat([z, self.condition(codes)], dim=-1)))
+        h = h.reshape(B, self.G * self.c5, self.h5, self.w5)
         for i, deconv in enumerate(self.dec):
             if self.skips and i > 0:
                 h = _cat_groups(h[..., : self.sizes[5 - i][0], : self.sizes[5 - i][1]], feats[4 - i], self.G)
@@ -205,11 +204,11 @@ class CARGStack(nn.Module):
 
     # ---- one group at a time, same weights (reference) -------------------------------------------------
     def forward_loop(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cond, codes = self.condition(labels), self.grouping.codes(labels)
-        return torch.stack([self.forward_single(x[:, g], cond[:, g], g, codes[:, g]) for g in range(self.G)], dim=1)
+        codes = self.grouping.codes(labels)
+        return torch.stack([self.forward_single(x[:, g], codes[:, g], g) for g in range(self.G)], dim=1)
 
-    def forward_single(self, x: torch.Tensor, cond: torch.Tensor, g: int, codes: torch.Tensor) -> torch.Tensor:
-        """Group g alone: x (B, 3, h, w), its condition (B, label_dim) and label codes (B, slots) -> (B, out_ch, h, w)."""
+    def forward_single(self, x: torch.Tensor, codes: torch.Tensor, g: int) -> torch.Tensor:
+        """Group g alone: x (B, 3, h, w), its label codes (B, slots) -> (B, out_ch, h, w)."""
         G = self.G
         h = x
         feats = []
@@ -219,8 +218,8 @@ class CARGStack(nn.Module):
                                       conv.padding), 0.2)
             feats.append(h)
         z = torch.tanh(self.enc_fc.single(h.flatten(1), g))
-        h = F.relu(self.dec_fc.single(torch.cat([z, cond.to(z.dtype)], -1), g)).reshape(-1, self.c5, self.h5,
-                                                                                         self.w5)
+        cond = self.condition(codes).to(z.dtype)
+        h = F.relu(self.dec_fc.single(torch.cat([z, cond], -1), g)).reshape(-1, self.c5, self.h5, self.w5)
         for i, dc in enumerate(self.dec):
             if self.skips and i > 0:
                 h = torch.cat([h[..., : self.sizes[5 - i][0], : self.sizes[5 - i][1]], feats[4 - i]], 1)

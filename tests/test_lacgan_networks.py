@@ -153,4 +153,3 @@ def test_every_scale_condition_batched_equals_loop_and_reads_the_labels(skips):
         torch.testing.assert_close(y, m.G.forward_loop(x, lab), atol=1e-5, rtol=0)
         other = m.G(x, 1 - lab.clamp(min=0))
     assert not torch.equal(y, other)
-

@@ -204,7 +204,7 @@ def test_register_puts_a_shifted_partner_back_on_its_source():
     rng = np.random.default_rng(1)
     src = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     partner = np.roll(src, 3, axis=2)
-    lm = np.tile(rng.uniform(10, 50, (68, 2)), (1, 1, 1))
+    lm = rng.uniform(10, 50, (1, 68, 2))
     back = register(partner, lm + [3.0, 0.0], lm)
     assert np.array_equal(back[0, :, 4:60], src[0, :, 4:60])
     assert not np.array_equal(partner[0, :, 4:60], src[0, :, 4:60])
