@@ -48,6 +48,9 @@ class NetConfig:
     condition: str = "bottleneck"  # where the decoder reads the target labels: "bottleneck" = only with z
     #                                (the paper: [z, label] -> FC), "every-scale" = also as constant planes at the
     #                                input of every decoder layer, so the edit can be placed at full resolution
+    condition_on: str = "region"  # the labels each region generator reads: "region" = its own region's AUs (the
+    #                               paper's per-AU CARG reads its AU); "all" = all 12, so a region can follow an AU
+    #                               centred elsewhere (AU4 also lowers the outer brows AU2's region holds)
     skips: bool = False  # U-Net skip connections from each encoder layer to the decoder layer of its size; the
     #                      paper's CARG has none (its decoder sees only z and the label)
 
@@ -64,7 +67,8 @@ class NetConfig:
                                      ("generators", self.generators, ("per-au", "per-region")),
                                      ("output", self.output, OUTPUTS),
                                      ("composite", self.composite, ("paper", "plateau")),
-                                     ("condition", self.condition, ("bottleneck", "every-scale"))):
+                                     ("condition", self.condition, ("bottleneck", "every-scale")),
+                                     ("condition_on", self.condition_on, ("region", "all"))):
             if value not in allowed:
                 raise ValueError(f"NetConfig.{name} must be one of {allowed}, got {value!r}")
         if self.plateau_gain < 1:

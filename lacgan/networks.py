@@ -130,7 +130,9 @@ class CARGStack(nn.Module):
     def __init__(self, cfg: NetConfig, window: tuple[int, int]):
         super().__init__()
         self.grouping = Grouping(region_groups(cfg))
-        G, S = self.grouping.n, self.grouping.slots
+        G = self.grouping.n
+        self.condition_on = cfg.condition_on
+        S = len(AUS) if cfg.condition_on == "all" else self.grouping.slots  # label codes each generator reads
         if cfg.label_dim % S:
             raise ValueError(f"label_dim {cfg.label_dim} must be a multiple of {S} (AUs per generator)")
         self.window, self.z_dim, self.label_dim, self.G = tuple(window), cfg.z_dim, cfg.label_dim, G
@@ -155,8 +157,15 @@ class CARGStack(nn.Module):
             self.sizes.append(((self.sizes[-1][0] + 1) // 2, (self.sizes[-1][1] + 1) // 2))  # after enc layer k
         self.c5 = ch[-1]
 
+    def codes(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 12) labels -> (B, G, n) the codes each generator reads (NetConfig.condition_on): its own AUs'
+        (`Grouping.codes`, n = slots) or all 12 (n = 12)."""
+        if self.condition_on == "all":
+            return label_code(labels)[:, None, :].expand(-1, self.G, -1)
+        return self.grouping.codes(labels)
+
     def condition(self, codes: torch.Tensor) -> torch.Tensor:
-        """(..., slots) label codes (`Grouping.codes`) -> (..., label_dim) decoder condition."""
+        """(..., n) label codes (`codes`) -> (..., label_dim) decoder condition."""
         return codes.repeat_interleave(self.label_dim // codes.shape[-1], dim=-1)
 
     # ---- batched (the fast path) -----------------------------------------------------------------------
@@ -176,7 +185,7 @@ class CARGStack(nn.Module):
         """z (B, G, N_z), labels (B, 12) int in {1, 0, -1} (and the encoder features when the CARG has skips)
         -> regions (B, G, out_ch, h, w) in [-1, 1] (out_ch 3, or 5 for the "warp" and "flow" outputs: image + displacement)."""
         B = z.shape[0]
-        codes = self.grouping.codes(labels).to(z.dtype)  # (B, G, slots); also the "every-scale" planes
+        codes = self.codes(labels).to(z.dtype)  # (B, G, n); also the "every-scale" planes
         h = F.relu(self.dec_fc(torch.cat([z, self.condition(codes)], dim=-1)))
         h = h.reshape(B, self.G * self.c5, self.h5, self.w5)
         for i, deconv in enumerate(self.dec):
@@ -204,11 +213,11 @@ class CARGStack(nn.Module):
 
     # ---- one group at a time, same weights (reference) -------------------------------------------------
     def forward_loop(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        codes = self.grouping.codes(labels)
+        codes = self.codes(labels)
         return torch.stack([self.forward_single(x[:, g], codes[:, g], g) for g in range(self.G)], dim=1)
 
     def forward_single(self, x: torch.Tensor, codes: torch.Tensor, g: int) -> torch.Tensor:
-        """Group g alone: x (B, 3, h, w), its label codes (B, slots) -> (B, out_ch, h, w)."""
+        """Group g alone: x (B, 3, h, w), its label codes (B, n) (`codes`) -> (B, out_ch, h, w)."""
         G = self.G
         h = x
         feats = []

@@ -153,3 +153,30 @@ def test_every_scale_condition_batched_equals_loop_and_reads_the_labels(skips):
         torch.testing.assert_close(y, m.G.forward_loop(x, lab), atol=1e-5, rtol=0)
         other = m.G(x, 1 - lab.clamp(min=0))
     assert not torch.equal(y, other)
+
+
+@pytest.mark.parametrize("condition", ["bottleneck", "every-scale"])
+def test_generators_reading_all_labels_follow_an_au_of_another_region(condition):
+    """condition_on="all": every region generator reads all 12 label codes (12 planes per decoder layer at
+    every scale), so AU2's region (the outer brows) can follow AU4; with "region" it reads AU2's code alone and
+    cannot. Grouped path == per-group loop either way."""
+    from lacgan.regions import REGION_GROUPS
+
+    g2 = REGION_GROUPS.index((2,))
+    x = torch.randn(2, 9, 3, 28, 44)
+    lab = torch.zeros(2, 12, dtype=torch.long)
+    au4 = lab.clone()
+    au4[:, 2] = 1
+    out = {}
+    for on in ("region", "all"):
+        net = dataclasses.replace(preset("smoke").net, window=(28, 44), condition=condition, condition_on=on)
+        m = build_models(net, seed=3)
+        if condition == "every-scale":
+            assert m.G.dec[-1].in_channels == m.G.G * (4 + (12 if on == "all" else m.G.grouping.slots))
+        with torch.no_grad():
+            y = m.G(x, lab)
+            torch.testing.assert_close(y, m.G.forward_loop(x, lab), atol=1e-5, rtol=0)
+            out[on] = (y[:, g2] - m.G(x, au4)[:, g2]).abs().max().item()
+    assert out["region"] == 0.0 and out["all"] > 1e-4
+    with pytest.raises(ValueError, match="condition_on"):
+        dataclasses.replace(preset("smoke").net, condition_on="some")
