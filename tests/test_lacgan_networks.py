@@ -161,12 +161,13 @@ def test_generators_reading_all_labels_follow_an_au_of_another_region(condition)
     every scale), so AU2's region (the outer brows) can follow AU4; with "region" it reads AU2's code alone and
     cannot. Grouped path == per-group loop either way."""
     from lacgan.regions import REGION_GROUPS
+    from manifests.aus import AUS
 
     g2 = REGION_GROUPS.index((2,))
-    x = torch.randn(2, 9, 3, 28, 44)
-    lab = torch.zeros(2, 12, dtype=torch.long)
+    x = torch.randn(2, len(REGION_GROUPS), 3, 28, 44)
+    lab = torch.zeros(2, len(AUS), dtype=torch.long)
     au4 = lab.clone()
-    au4[:, 2] = 1
+    au4[:, AUS.index(4)] = 1
     out = {}
     for on in ("region", "all"):
         net = dataclasses.replace(preset("smoke").net, window=(28, 44), condition=condition, condition_on=on)
