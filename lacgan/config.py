@@ -50,7 +50,12 @@ class NetConfig:
     #                                input of every decoder layer, so the edit can be placed at full resolution
     condition_on: str = "region"  # the labels each region generator reads: "region" = its own region's AUs (the
     #                               paper's per-AU CARG reads its AU); "all" = all 12, so a region can follow an AU
-    #                               centred elsewhere (AU4 also lowers the outer brows AU2's region holds)
+    #                               centred elsewhere (AU4 also lowers the outer brows AU2's region holds);
+    #                               "overlap" = the AUs whose regions overlap its own (`reads`): a neighbour's AU
+    #                               can move it, an AU of the other half of the face cannot; ours
+    reads: tuple[tuple[int, ...], ...] | None = None  # condition_on "overlap": the AUs each generator reads, in
+    #                                                  generator order; None = fitted to the training faces
+    #                                                  (lacgan.regions.overlapping_aus on their mean face)
     skips: bool = False  # U-Net skip connections from each encoder layer to the decoder layer of its size; the
     #                      paper's CARG has none (its decoder sees only z and the label)
 
@@ -68,7 +73,7 @@ class NetConfig:
                                      ("output", self.output, OUTPUTS),
                                      ("composite", self.composite, ("paper", "plateau")),
                                      ("condition", self.condition, ("bottleneck", "every-scale")),
-                                     ("condition_on", self.condition_on, ("region", "all"))):
+                                     ("condition_on", self.condition_on, ("region", "all", "overlap"))):
             if value not in allowed:
                 raise ValueError(f"NetConfig.{name} must be one of {allowed}, got {value!r}")
         if self.plateau_gain < 1:

@@ -210,8 +210,16 @@ def check_arrays(images: np.ndarray, landmarks: np.ndarray, labels: np.ndarray, 
         raise ValueError(f"target labels must be in {{-1, 0, 1}}; found {sorted(set(labels[bad].tolist()))}")
 
 
-def resolve_window(cfg: LacganConfig, data: FaceData) -> LacganConfig:
-    """A config whose CARG window is set: kept when given, else fitted to the training faces' regions."""
-    if cfg.net.window is not None:
-        return cfg
-    return cfg.replace(net={"window": fit_window(data.train_landmarks(), cfg.net.size, cfg.net.regions)})
+def resolve_fitted(cfg: LacganConfig, data: FaceData) -> LacganConfig:
+    """A config whose face-fitted values are set, each kept when given, else fitted to the training faces: the
+    CARG window (their regions) and, for condition_on "overlap", the AUs each generator reads (the regions that
+    overlap its own on their mean face)."""
+    net = {}
+    if cfg.net.window is None:
+        net["window"] = fit_window(data.train_landmarks(), cfg.net.size, cfg.net.regions)
+    if cfg.net.condition_on == "overlap" and cfg.net.reads is None:
+        from lacgan.networks import region_groups
+        from lacgan.regions import overlapping_aus
+
+        net["reads"] = overlapping_aus(data.train_landmarks(), cfg.net.size, cfg.net.regions, region_groups(cfg.net))
+    return cfg.replace(net=net) if net else cfg

@@ -120,6 +120,21 @@ class Grouping(nn.Module):
         return (self.labels(labels) >= 0).any(-1)
 
 
+def reads_mask(reads, groups) -> torch.Tensor:
+    """NetConfig.reads (the AUs each generator reads) -> (G, 12) float mask; each group must read its own AUs."""
+    if reads is None:
+        raise ValueError("NetConfig.reads is None: condition_on 'overlap' needs it fitted first "
+                         "(lacgan.data.resolve_fitted)")
+    if len(reads) != len(groups):
+        raise ValueError(f"NetConfig.reads has {len(reads)} entries for {len(groups)} generators")
+    mask = torch.zeros(len(groups), len(AUS))
+    for g, (aus, own) in enumerate(zip(reads, groups)):
+        if not set(own) <= set(aus):
+            raise ValueError(f"NetConfig.reads[{g}] = {aus} leaves out the generator's own AUs {own}")
+        mask[g, [AUS.index(a) for a in aus]] = 1.0
+    return mask
+
+
 class CARGStack(nn.Module):
     """G conditional AU region generators (Sec. 3.2).
 
@@ -132,7 +147,9 @@ class CARGStack(nn.Module):
         self.grouping = Grouping(region_groups(cfg))
         G = self.grouping.n
         self.condition_on = cfg.condition_on
-        S = len(AUS) if cfg.condition_on == "all" else self.grouping.slots  # label codes each generator reads
+        if cfg.condition_on == "overlap":  # (G, 12) 1 where generator g reads AU j's code, else its code is held at 0
+            self.register_buffer("reads", reads_mask(cfg.reads, self.grouping.groups), persistent=False)
+        S = self.grouping.slots if cfg.condition_on == "region" else len(AUS)  # label codes each generator reads
         if cfg.label_dim % S:
             raise ValueError(f"label_dim {cfg.label_dim} must be a multiple of {S} (AUs per generator)")
         self.window, self.z_dim, self.label_dim, self.G = tuple(window), cfg.z_dim, cfg.label_dim, G
@@ -159,9 +176,12 @@ class CARGStack(nn.Module):
 
     def codes(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, 12) labels -> (B, G, n) the codes each generator reads (NetConfig.condition_on): its own AUs'
-        (`Grouping.codes`, n = slots) or all 12 (n = 12)."""
+        (`Grouping.codes`, n = slots), all 12 (n = 12), or those of the AUs whose regions overlap its own (n = 12,
+        0 = the "unknown" code for the others, so their changes cannot reach it)."""
         if self.condition_on == "all":
             return label_code(labels)[:, None, :].expand(-1, self.G, -1)
+        if self.condition_on == "overlap":
+            return label_code(labels)[:, None, :] * self.reads
         return self.grouping.codes(labels)
 
     def condition(self, codes: torch.Tensor) -> torch.Tensor:
@@ -354,7 +374,7 @@ class Models:
 def build_models(cfg: NetConfig, seed: int = 0) -> Models:
     """All networks of a config with resolved window, initialised from `seed`."""
     if cfg.window is None:
-        raise ValueError("NetConfig.window is None: resolve it first (lacgan.data.resolve_window)")
+        raise ValueError("NetConfig.window is None: resolve it first (lacgan.data.resolve_fitted)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Models(CARGStack(cfg, cfg.window), LatentDiscriminator(cfg), LocalDiscriminator(cfg, cfg.window),

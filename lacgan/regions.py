@@ -124,6 +124,15 @@ def attention_maps(landmarks: np.ndarray, size: int, rule_name: str = DEFAULT_RU
     return maps
 
 
+def overlapping_aus(landmarks: np.ndarray, size: int, rule_name: str, groups) -> tuple[tuple[int, ...], ...]:
+    """Per group of AUs (e.g. REGION_GROUPS), the AUs whose maps overlap the group's maps on the mean of these
+    faces (n, 68, 2): the AUs that can change a pixel the group's generator draws. In AUS order."""
+    maps = attention_maps(np.asarray(landmarks, np.float32).mean(0), size, rule_name)  # (12, S, S)
+    covered = maps > 0
+    return tuple(tuple(a for j, a in enumerate(AUS) if (covered[j] & covered[[AUS.index(g) for g in grp]].any(0)).any())
+                 for grp in groups)
+
+
 def region_boxes(landmarks: np.ndarray, size: int, rule_name: str = DEFAULT_RULE) -> np.ndarray:
     """(..., 68, 2) -> (..., 12, 4) int boxes (x0, y0, x1, y1), half-open, clipped to the crop, that hold
     every pixel where the AU's map is > 0. Cropping a region to its box loses nothing of it."""

@@ -94,11 +94,11 @@ def train_model(store, out, cfg: SectionedConfig, *, identity: str = "auto", dev
         log(f"GANimation preset {cfg.preset}, {what}, generator every {cfg.optim.critic_steps} critic steps")
         _log_outputs(out, log)
         return train(build_models(cfg.net, cfg.train.seed), data, cfg, out, device=device, progress=progress)
-    from lacgan.data import resolve_window
+    from lacgan.data import resolve_fitted
     from lacgan.networks import build_models
     from lacgan.train import train
 
-    cfg = resolve_window(cfg, data)
+    cfg = resolve_fitted(cfg, data)
     models = build_models(cfg.net, cfg.train.seed)
     id_features = identity_network(identity, device) if cfg.loss.lambda_3 > 0 or identity == "dlib" else None
     log(f"LAC-GAN preset {cfg.preset}, {what}, window {cfg.net.window}, identity loss "

@@ -230,7 +230,7 @@ def test_editor_interface_and_unknown_targets(run):
 
 def test_load_editor_picks_the_model_kind(run, store, tmp_path):
     from lacgan.config import preset as lacgan_preset
-    from lacgan.data import resolve_window
+    from lacgan.data import resolve_fitted
     from lacgan.editors import GENERATORS, load_editor
     from lacgan.infer import Editor as LacganEditor
     from lacgan.networks import build_models as build_lacgan
@@ -238,7 +238,7 @@ def test_load_editor_picks_the_model_kind(run, store, tmp_path):
 
     cfg = lacgan_preset("smoke").replace(train={"steps": 1, "checkpoint_every": 1, "sample_every": 100})
     data = FaceData.open(store, 64, 3)
-    cfg = resolve_window(cfg, data)
+    cfg = resolve_fitted(cfg, data)
     train_lacgan(build_lacgan(cfg.net), data, cfg, tmp_path / "lac", progress=False)
     assert set(GENERATORS) == {"lacgan", "ganimation"}
     assert isinstance(load_editor(run, "cpu"), Editor)

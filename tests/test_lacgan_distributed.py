@@ -15,7 +15,7 @@ from torch import nn
 
 from lacgan import checkpoint as ckpt
 from lacgan.config import preset
-from lacgan.data import FaceData, resolve_window
+from lacgan.data import FaceData, resolve_fitted
 from lacgan.distributed import Shard
 from lacgan.networks import build_models
 from lacgan.train import train
@@ -45,7 +45,7 @@ class StandInFeatures(nn.Module):
 def _config(store):
     cfg = preset("smoke").replace(train=TRAIN, net={"output": "warp"}, loss={"lambda_pair": 1.0})
     data = FaceData.open(store, cfg.net.size, cfg.train.test_fold)
-    return resolve_window(cfg, data), data
+    return resolve_fitted(cfg, data), data
 
 
 def _train(store, out, stop_after=None):

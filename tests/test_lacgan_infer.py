@@ -10,7 +10,7 @@ import torch
 
 from lacgan import checkpoint as ckpt
 from lacgan.config import config_hash, preset
-from lacgan.data import FaceData, resolve_window
+from lacgan.data import FaceData, resolve_fitted
 from lacgan.infer import Editor, edit
 from lacgan.networks import build_models
 from lacgan.train import train
@@ -24,9 +24,9 @@ def run(tmp_path_factory):
     data = FaceData.open(root / "aligned.zarr", 64, 3)
     steps = {"steps": 2, "checkpoint_every": 2, "sample_every": 100}
     # "residual" output: even 2 steps draw visible edits (the API tests below need a change to see)
-    cfg = resolve_window(preset("smoke").replace(train=steps, net={"output": "residual"}), data)
+    cfg = resolve_fitted(preset("smoke").replace(train=steps, net={"output": "residual"}), data)
     train(build_models(cfg.net), data, cfg, root / "run", progress=False)
-    diff = resolve_window(preset("smoke").replace(train=steps), data)  # the demo's design: "difference"
+    diff = resolve_fitted(preset("smoke").replace(train=steps), data)  # the demo's design: "difference"
     train(build_models(diff.net), data, diff, root / "difference", progress=False)
     return root
 

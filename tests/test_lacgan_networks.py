@@ -181,3 +181,50 @@ def test_generators_reading_all_labels_follow_an_au_of_another_region(condition)
     assert out["region"] == 0.0 and out["all"] > 1e-4
     with pytest.raises(ValueError, match="condition_on"):
         dataclasses.replace(preset("smoke").net, condition_on="some")
+
+
+class _TemplateFaces:
+    """What resolve_fitted reads of a FaceData: the training landmarks, here the cohort's template face aligned
+    as the pipeline aligns faces (one face)."""
+
+    def __init__(self, size: int):
+        from manifests.cohort.geometry import template
+        from pipelines.align import similarity_matrix, transform_points
+
+        pts = template()
+        self.landmarks = transform_points(similarity_matrix(pts, size), pts)[None].astype("float32")
+
+    def train_landmarks(self):
+        return self.landmarks
+
+
+def test_generators_reading_overlapping_regions_follow_neighbours_only():
+    """condition_on="overlap": each generator reads the AUs whose regions overlap its own on the training faces'
+    mean face (fitted into NetConfig.reads by resolve_fitted). On the template face with the wide rule, AU2's
+    outer-brow generator reads AU4 (their regions overlap) but not AU17 (the chin): AU4 changes its output, AU17
+    changes nothing in it, and the chin generator does follow AU17. Grouped path == per-group loop."""
+    from lacgan.data import resolve_fitted
+    from lacgan.regions import REGION_GROUPS
+    from manifests.aus import AUS
+
+    faces = _TemplateFaces(64)
+    cfg = preset("smoke").replace(net={"regions": "wide", "condition": "every-scale", "condition_on": "overlap"})
+    cfg = resolve_fitted(cfg, faces)
+    reads = dict(zip(REGION_GROUPS, cfg.net.reads))
+    assert 4 in reads[(2,)] and 17 not in reads[(2,)] and 17 in reads[(17,)]
+    assert all(set(g) <= set(r) for g, r in reads.items())
+    m = build_models(cfg.net, seed=3)
+    x = torch.randn(2, len(REGION_GROUPS), 3, *cfg.net.window)
+    lab = torch.zeros(2, len(AUS), dtype=torch.long)
+    with torch.no_grad():
+        y = m.G(x, lab)
+        torch.testing.assert_close(y, m.G.forward_loop(x, lab), atol=1e-5, rtol=0)
+        for au, group, moves in ((4, (2,), True), (17, (2,), False), (17, (17,), True)):
+            t = lab.clone()
+            t[:, AUS.index(au)] = 1
+            change = (m.G(x, t) - y)[:, REGION_GROUPS.index(group)].abs().max().item()
+            assert (change > 1e-4) if moves else (change == 0.0), (au, group, change)
+    with pytest.raises(ValueError, match="reads"):
+        build_models(dataclasses.replace(cfg.net, reads=None), seed=3)
+    with pytest.raises(ValueError, match="own AUs"):
+        build_models(dataclasses.replace(cfg.net, reads=((4,),) + cfg.net.reads[1:]), seed=3)

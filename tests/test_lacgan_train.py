@@ -10,7 +10,7 @@ import torch
 
 from lacgan import checkpoint as ckpt
 from lacgan.config import config_hash, preset
-from lacgan.data import RIGID_LANDMARKS, FaceData, register, resolve_window, rigid_similarity
+from lacgan.data import RIGID_LANDMARKS, FaceData, register, resolve_fitted, rigid_similarity
 from lacgan.networks import build_models
 from lacgan.train import NonFiniteLossError, train
 from manifests.aligned import StoreError
@@ -27,7 +27,7 @@ def store(tmp_path_factory):
 def _setup(store, **train):
     cfg = preset("smoke").replace(train=train)
     data = FaceData.open(store, cfg.net.size, cfg.train.test_fold)
-    cfg = resolve_window(cfg, data)
+    cfg = resolve_fitted(cfg, data)
     return build_models(cfg.net, cfg.train.seed), data, cfg
 
 
@@ -155,7 +155,7 @@ def test_smoke_training_on_the_embedded_cohort(aligned_store, tmp_path):
 
     cfg = preset("smoke").replace(train={"steps": 3, "checkpoint_every": 3, "sample_every": 3})
     data = FaceData.open(aligned_store, cfg.net.size, cfg.train.test_fold)
-    cfg = resolve_window(cfg, data)
+    cfg = resolve_fitted(cfg, data)
     res = train(build_models(cfg.net), data, cfg, tmp_path / "run", progress=False)
     assert res.step == 3 and all(np.isfinite(list(h.values())).all() for h in res.history)
     store = AlignedStore.open(aligned_store)
