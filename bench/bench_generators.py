@@ -37,12 +37,14 @@ def _editors(lac_preset: str, gan_preset: str, size: int, landmarks: np.ndarray,
     from lacgan import infer as lac_infer
     from lacgan.compose import fit_window
     from lacgan.config import preset as lac_config
+    from lacgan.data import fit_to_faces
     from lacgan.ganimation import infer as gan_infer
     from lacgan.ganimation.config import preset as gan_config
     from lacgan.ganimation.networks import build_models as build_gan
     from lacgan.networks import build_models as build_lac
 
-    lc = lac_config(lac_preset).replace(net={"size": size, "window": fit_window(landmarks, size)})
+    lc = fit_to_faces(lac_config(lac_preset).replace(net={"size": size, "window": fit_window(landmarks, size)}),
+                      landmarks)
     G = build_lac(lc.net).G.to(device).eval()
     gc = gan_config(gan_preset).replace(net={"size": size})
     gan = build_gan(gc.net).to(device).eval()

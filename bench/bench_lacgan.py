@@ -53,8 +53,8 @@ def one(kind: str, preset_name: str, mode: str, store: str | None, device_name: 
     import numpy as np
     import torch
 
-    from lacgan.compose import fit_window
     from lacgan.config import preset
+    from lacgan.data import fit_to_faces
     from lacgan.device import pick_device
     from lacgan.networks import build_models
 
@@ -63,7 +63,7 @@ def one(kind: str, preset_name: str, mode: str, store: str | None, device_name: 
     size = cfg.net.size
     n = 16 if quick else 32
     imgs, lm, labels = _faces(n, size, store)
-    cfg = cfg.replace(net={"window": fit_window(lm, size, cfg.net.regions)})
+    cfg = fit_to_faces(cfg, lm)
     models = build_models(cfg.net).to(device)
     if kind == "gen":
         from lacgan.infer import generate

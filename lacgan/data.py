@@ -210,16 +210,21 @@ def check_arrays(images: np.ndarray, landmarks: np.ndarray, labels: np.ndarray, 
         raise ValueError(f"target labels must be in {{-1, 0, 1}}; found {sorted(set(labels[bad].tolist()))}")
 
 
-def resolve_fitted(cfg: LacganConfig, data: FaceData) -> LacganConfig:
-    """A config whose face-fitted values are set, each kept when given, else fitted to the training faces: the
-    CARG window (their regions) and, for condition_on "overlap", the AUs each generator reads (the regions that
-    overlap its own on their mean face)."""
+def fit_to_faces(cfg: LacganConfig, landmarks: np.ndarray) -> LacganConfig:
+    """A config whose face-fitted values are set, each kept when given, else fitted to these faces' landmarks
+    (n, 68, 2): the CARG window (their regions) and, for condition_on "overlap", the AUs each generator reads (the
+    regions that overlap its own on their mean face)."""
     net = {}
     if cfg.net.window is None:
-        net["window"] = fit_window(data.train_landmarks(), cfg.net.size, cfg.net.regions)
+        net["window"] = fit_window(landmarks, cfg.net.size, cfg.net.regions)
     if cfg.net.condition_on == "overlap" and cfg.net.reads is None:
         from lacgan.networks import region_groups
         from lacgan.regions import overlapping_aus
 
-        net["reads"] = overlapping_aus(data.train_landmarks(), cfg.net.size, cfg.net.regions, region_groups(cfg.net))
+        net["reads"] = overlapping_aus(landmarks, cfg.net.size, cfg.net.regions, region_groups(cfg.net))
     return cfg.replace(net=net) if net else cfg
+
+
+def resolve_fitted(cfg: LacganConfig, data: FaceData) -> LacganConfig:
+    """`fit_to_faces` on the training faces (what training calls before building the networks)."""
+    return fit_to_faces(cfg, data.train_landmarks())

@@ -124,19 +124,22 @@ def test_unknown_target_leaves_region_as_source(face_batch):
 DESIGNS = [dict(regions="reference", generators="per-au", output="paper", composite="paper"),
            dict(regions="wide", generators="per-region", output="difference", composite="plateau"),
            dict(regions="wide", generators="per-region", output="residual", composite="paper"),
-           dict(regions="wide", generators="per-region", output="warp", composite="plateau", skips=True)]
+           dict(regions="wide", generators="per-region", output="warp", composite="plateau", skips=True),
+           dict(regions="wide", generators="per-region", output="warp", composite="plateau", condition="every-scale",
+                condition_on="overlap")]  # the demo's design
 
 
-@pytest.mark.parametrize("seed,design", [(0, 0), (1, 1), (2, 2), (3, 1), (4, 3)])
+@pytest.mark.parametrize("seed,design", [(0, 0), (1, 1), (2, 2), (3, 1), (4, 3), (5, 4)])
 def test_locality_exact_with_random_networks(face_batch, seed, design):
     """With random generator weights, every pixel outside all active regions is the source, bitwise, before
     and after the uint8 conversion; pixels inside do change."""
+    from lacgan.data import fit_to_faces
     from lacgan.infer import generate
     from lacgan.networks import region_groups
 
     imgs, lm, labels = face_batch
     cfg = preset("smoke").replace(net=DESIGNS[design])
-    cfg = cfg.replace(net={"window": fit_window(lm, S, cfg.net.regions)})
+    cfg = fit_to_faces(cfg, lm)  # the window (and, for "overlap", what each generator reads)
     models = build_models(cfg.net, seed=seed).train(False)
     G = models.G
     rng = np.random.default_rng(seed)
