@@ -26,8 +26,8 @@ def register(subparsers) -> None:
     which.add_argument("--preset", choices=("demo", "paper", "smoke"), default=None,
                        help="config preset of the model (default: the run's own config when resuming, else demo)")
     which.add_argument("--config", default=None,
-                       help="the model's config as JSON (the form a run's checkpoints store; what the augment flow "
-                            "hands its training step); an unknown or mistyped field exits 2")
+                       help="a JSON file holding the model's config (the form a run's checkpoints store; what the "
+                            "augment flow hands its training step); an unknown or mistyped field exits 2")
     t.add_argument("--steps", type=int, help="total training steps (overrides the preset)")
     t.add_argument("--batch-size", type=int, help="batch size (overrides the preset)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
