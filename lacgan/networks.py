@@ -124,7 +124,7 @@ def reads_mask(reads, groups) -> torch.Tensor:
     """NetConfig.reads (the AUs each generator reads) -> (G, 12) float mask; each group must read its own AUs."""
     if reads is None:
         raise ValueError("NetConfig.reads is None: condition_on 'overlap' needs it fitted first "
-                         "(lacgan.data.resolve_fitted)")
+                         "(lacgan.data.fit_to_faces)")
     if len(reads) != len(groups):
         raise ValueError(f"NetConfig.reads has {len(reads)} entries for {len(groups)} generators")
     mask = torch.zeros(len(groups), len(AUS))
@@ -374,7 +374,7 @@ class Models:
 def build_models(cfg: NetConfig, seed: int = 0) -> Models:
     """All networks of a config with resolved window, initialised from `seed`."""
     if cfg.window is None:
-        raise ValueError("NetConfig.window is None: resolve it first (lacgan.data.resolve_fitted)")
+        raise ValueError("NetConfig.window is None: resolve it first (lacgan.data.fit_to_faces)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Models(CARGStack(cfg, cfg.window), LatentDiscriminator(cfg), LocalDiscriminator(cfg, cfg.window),

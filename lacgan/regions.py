@@ -127,10 +127,12 @@ def attention_maps(landmarks: np.ndarray, size: int, rule_name: str = DEFAULT_RU
 def overlapping_aus(landmarks: np.ndarray, size: int, rule_name: str, groups) -> tuple[tuple[int, ...], ...]:
     """Per group of AUs (e.g. REGION_GROUPS), the AUs whose maps overlap the group's maps on the mean of these
     faces (n, 68, 2): the AUs that can change a pixel the group's generator draws. In AUS order."""
-    maps = attention_maps(np.asarray(landmarks, np.float32).mean(0), size, rule_name)  # (12, S, S)
-    covered = maps > 0
-    return tuple(tuple(a for j, a in enumerate(AUS) if (covered[j] & covered[[AUS.index(g) for g in grp]].any(0)).any())
-                 for grp in groups)
+    covered = attention_maps(np.asarray(landmarks, np.float32).mean(0), size, rule_name) > 0  # (12, S, S)
+    out = []
+    for grp in groups:
+        own = covered[[AUS.index(a) for a in grp]].any(0)  # (S, S): where the group's generator draws
+        out.append(tuple(a for j, a in enumerate(AUS) if (covered[j] & own).any()))
+    return tuple(out)
 
 
 def region_boxes(landmarks: np.ndarray, size: int, rule_name: str = DEFAULT_RULE) -> np.ndarray:

@@ -183,33 +183,19 @@ def test_generators_reading_all_labels_follow_an_au_of_another_region(condition)
         dataclasses.replace(preset("smoke").net, condition_on="some")
 
 
-class _TemplateFaces:
-    """What resolve_fitted reads of a FaceData: the training landmarks, here the cohort's template face aligned
-    as the pipeline aligns faces (one face)."""
-
-    def __init__(self, size: int):
-        from manifests.cohort.geometry import template
-        from pipelines.align import similarity_matrix, transform_points
-
-        pts = template()
-        self.landmarks = transform_points(similarity_matrix(pts, size), pts)[None].astype("float32")
-
-    def train_landmarks(self):
-        return self.landmarks
-
-
 def test_generators_reading_overlapping_regions_follow_neighbours_only():
     """condition_on="overlap": each generator reads the AUs whose regions overlap its own on the training faces'
-    mean face (fitted into NetConfig.reads by resolve_fitted). On the template face with the wide rule, AU2's
+    mean face (fitted into NetConfig.reads by fit_to_faces). On the helpers' faces with the wide rule, AU2's
     outer-brow generator reads AU4 (their regions overlap) but not AU17 (the chin): AU4 changes its output, AU17
     changes nothing in it, and the chin generator does follow AU17. Grouped path == per-group loop."""
-    from lacgan.data import resolve_fitted
+    from lacgan.data import fit_to_faces
     from lacgan.regions import REGION_GROUPS
     from manifests.aus import AUS
+    from test_lacgan_helpers import faces
 
-    faces = _TemplateFaces(64)
+    _, lm, _ = faces(4, 64)
     cfg = preset("smoke").replace(net={"regions": "wide", "condition": "every-scale", "condition_on": "overlap"})
-    cfg = resolve_fitted(cfg, faces)
+    cfg = fit_to_faces(cfg, lm)
     reads = dict(zip(REGION_GROUPS, cfg.net.reads))
     assert 4 in reads[(2,)] and 17 not in reads[(2,)] and 17 in reads[(17,)]
     assert all(set(g) <= set(r) for g, r in reads.items())
