@@ -110,7 +110,6 @@ class LossConfig:
         if self.judge not in ("own", "composite"):
             raise ValueError(f"LossConfig.judge must be 'own' or 'composite', got {self.judge!r}")
 
-
 @dataclass(frozen=True)
 class OptimConfig:
     lr: float = 2e-4  # Adam learning rate (Sec. 4.1)
@@ -133,6 +132,13 @@ class TrainConfig:
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
     sample_faces: int = 4  # held-out faces shown in the sample grids
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    ema_half_life: float = 0.0  # steps over which an exponential moving average of G's weights halves the share
+    #                             of older weights (StyleGAN's G_ema); when > 0 the checkpoint holds it as "G_ema"
+    #                             and inference and sample grids use it. 0 = none (the paper); ours
+
+    def __post_init__(self):
+        if self.ema_half_life < 0:
+            raise ValueError(f"TrainConfig.ema_half_life must be >= 0 steps, got {self.ema_half_life}")
 
 
 class SectionedConfig:

@@ -14,6 +14,7 @@ float tolerance. Rank 0 alone writes config.json, statistics, samples, checkpoin
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ def train(
         write_text(out_dir / "config.json", config.to_json())
     models.to(device).train()
     nets = models.named()
+    ema = _ema_copy(models.G) if tc.ema_half_life > 0 else None
+    saved = {**nets, "G_ema": ema} if ema is not None else nets  # what checkpoints hold
     optims = {k: torch.optim.Adam(m.parameters(), lr=config.optim.lr, betas=config.optim.betas)
               for k, m in nets.items()}
     use_amp = tc.amp and device.type == "cuda"
@@ -80,7 +83,7 @@ def train(
 
     start, last_ck = 0, None
     with distributed.main_first():  # rank 0 may move corrupt checkpoints aside; the others then read the same one
-        ck = resume(out_dir, config, nets, optims, map_location=device)
+        ck = resume(out_dir, config, saved, optims, map_location=device)
     if ck is not None:
         scaler.load_state_dict(ck.optim["scaler"])
         start, last_ck = ck.step, ck.path
@@ -88,7 +91,8 @@ def train(
 
     end = min(tc.steps, stop_after) if stop_after is not None else tc.steps
     held = data.held_out(tc.sample_faces)
-    edit_fn = lambda im, lm, t: generate(models.G, config.net, im, lm, t, device, R=models.D_local)  # noqa: E731
+    shown = ema if ema is not None else models.G  # the generator inference will load
+    edit_fn = lambda im, lm, t: generate(shown, config.net, im, lm, t, device, R=models.D_local)  # noqa: E731
     result = TrainResult(start, checkpoint=last_ck)
     bar = show_progress(range(start, end), total=end, initial=start, desc="lacgan train",
                         mode=progress if shard.main else False)
@@ -118,6 +122,8 @@ def train(
                 if phase == "G":
                     row["pixel"] = float(terms["pixel"].detach().mean())
             scaler.update()
+            if ema is not None:
+                update_ema(ema, models.G, ema_beta(tc.ema_half_life, step))
             stats.report("time/step_s", time.perf_counter() - t0)
             result.history.append(row)
             done = step + 1
@@ -131,12 +137,33 @@ def train(
             if shard.main and (done % tc.checkpoint_every == 0 or done == end):
                 state = {k: o.state_dict() for k, o in optims.items()}
                 state.update(scaler=scaler.state_dict(), rng=torch.get_rng_state())
-                last_ck = save_checkpoint(out_dir, done, config, nets, state, keep=max(1, tc.keep_checkpoints))
+                last_ck = save_checkpoint(out_dir, done, config, saved, state, keep=max(1, tc.keep_checkpoints))
             result.step, result.checkpoint = done, last_ck
     for m in nets.values():
         m.requires_grad_(True)
     distributed.barrier()  # every rank returns after rank 0's last checkpoint is on disk
     return result
+
+
+def ema_beta(half_life: float, step: int) -> float:
+    """The EMA's decay after step `step` (0-based): the older weights' share halves every `half_life` steps, and
+    every `(step + 1) / 2` steps while fewer than 2·half_life steps are done, so the initial weights are forgotten."""
+    return 0.5 ** (1.0 / min(half_life, (step + 1) / 2))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    """ema ← beta·ema + (1 − beta)·model for parameters; buffers copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - beta)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def _ema_copy(G: torch.nn.Module) -> torch.nn.Module:
+    ema = copy.deepcopy(G).eval()
+    ema.requires_grad_(False)
+    return ema
 
 
 def _report(phase: str, total: torch.Tensor, terms: dict, groups: list[str]) -> None:

@@ -223,3 +223,42 @@ def test_registered_pairs_are_the_partners_warped_onto_their_sources(aligned_sto
     pair_rng.random(8)
     _, mate_lm, _ = data.read_train(data.partners(idx, pair_rng))
     assert np.array_equal(reg[4], register(plain[4], mate_lm, plain[1]))
+
+
+def test_ema_beta_halves_the_old_share_every_half_life():
+    from lacgan.train import ema_beta, update_ema
+
+    h = 8
+    assert ema_beta(h, 100) ** h == pytest.approx(0.5)  # past 2·h steps: the configured half-life
+    assert ema_beta(h, 0) == pytest.approx(0.25) and ema_beta(h, 5) ** 3 == pytest.approx(0.5)  # ramp: (step+1)/2
+    ema, model = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    torch.nn.init.zeros_(ema.weight), torch.nn.init.ones_(model.weight)
+    for step in range(100, 100 + h):
+        update_ema(ema, model, ema_beta(h, step))
+    assert torch.allclose(ema.weight, torch.full_like(ema.weight, 0.5))
+
+
+def test_ema_generator_is_checkpointed_resumed_and_used_for_inference(store, tmp_path):
+    from lacgan.infer import Editor
+
+    kw = dict(steps=8, checkpoint_every=4, sample_every=100, ema_half_life=3.0)
+    models, data, cfg = _setup(store, **kw)
+    train(models, data, cfg, tmp_path / "a", progress=False)
+    a = ckpt.load_checkpoint(tmp_path / "a", with_optim=False).models
+    assert set(a) >= {"G", "G_ema"} and any(not torch.equal(a["G"][k], a["G_ema"][k]) for k in a["G"])
+
+    models, data, cfg = _setup(store, **kw)
+    train(models, data, cfg, tmp_path / "b", stop_after=5, progress=False)  # checkpoint at 4, resumed from it
+    fresh, _, _ = _setup(store, **kw)
+    train(fresh, data, cfg, tmp_path / "b", progress=False)
+    b = ckpt.load_checkpoint(tmp_path / "b", with_optim=False).models
+    assert all(torch.equal(a["G_ema"][k], b["G_ema"][k]) for k in a["G_ema"])  # the average resumes exactly
+
+    editor = Editor.load(tmp_path / "a", device="cpu")
+    for k, v in editor.G.state_dict().items():
+        if k in a["G_ema"]:
+            assert torch.equal(v, a["G_ema"][k]), k
+    plain = preset("smoke").replace(train={"ema_half_life": 0.0})
+    assert Editor._networks(resolve_fitted(plain, data))[1].keys() == {"G", "D_local"}
+    with pytest.raises(ValueError, match="ema_half_life must be >= 0"):
+        preset("smoke").replace(train={"ema_half_life": -1.0})
