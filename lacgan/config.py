@@ -86,6 +86,8 @@ class LossConfig:
     lambda_2: float = 0.1  # λ2, local AU adversarial (+ regression) weight, Eq. 9
     lambda_3: float = 1.0  # λ3, identity loss weight, Eq. 10
     lambda_4: float = 0.001  # λ4, total-variation weight, Eq. 10
+    lambda_edit_tv: float = 0.0  # total variation of the edit (composite − source): speckle the source does not have
+    #                              costs, the face's own edges cost nothing; 0 = paper; ours
     lambda_au: float = 10.0  # λ_AU, AU regression weight inside Eq. 7
     lambda_img: float = 0.1  # global adversarial weight, Eq. 3; Eq. 10 gives none: ours, as λ2
     beta: tuple[float, ...] = (1.0,) * N_AUS  # β_i, per-AU CARG weight, Eq. 10 (all 1, Sec. 4.1)

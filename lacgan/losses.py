@@ -267,6 +267,10 @@ class LacganLoss:
         tv = tv_loss(g.composed)
         total = weighted_sum(carg, beta) + c.lambda_4 * tv  # Eq. 10
         terms["tv"] = tv
+        if c.lambda_edit_tv > 0:
+            tv_edit = tv_loss(g.composed - b.images)
+            total = total + c.lambda_edit_tv * tv_edit
+            terms["tv_edit"] = tv_edit
         if c.lambda_img > 0:
             adv_img = g_adv_loss(self.m.D_global(g.composed)).mean()
             total = total + c.lambda_img * adv_img

@@ -145,7 +145,7 @@ def test_phases_compose_terms_with_their_weights(design):
         base = base.replace(net={"regions": "reference", "generators": "per-au", "output": "paper",
                                  "composite": "paper"}, loss={"lambda_latent": 0.0, "judge": "own"})
     else:
-        base = base.replace(loss={"lambda_latent": 0.5, "g_label": 0.3, "lambda_pair": 0.7})
+        base = base.replace(loss={"lambda_latent": 0.5, "g_label": 0.3, "lambda_pair": 0.7, "lambda_edit_tv": 2.0})
     cfg = base.replace(net={"window": fit_window(lm, 64, base.net.regions)})
     models = build_models(cfg.net)
     toy = ToyFeatures()
@@ -163,6 +163,11 @@ def test_phases_compose_terms_with_their_weights(design):
     if c.lambda_pair:
         carg = carg + c.lambda_pair * t["pair"]
     expect = carg.sum() + c.lambda_img * t["adv_img"] + c.lambda_3 * t["id"] + c.lambda_4 * t["tv"]
+    assert ("tv_edit" in t) == (design == "demo")
+    if c.lambda_edit_tv:  # the edit's own variation: the composite minus the source, not the face's edges
+        torch.testing.assert_close(t["tv_edit"], tv_loss(g.composed - b.images))
+        assert float(t["tv_edit"]) < float(t["tv"])
+        expect = expect + c.lambda_edit_tv * t["tv_edit"]
     torch.testing.assert_close(total, expect)
     assert len(t["pixel"]) == models.G.G == (12 if design == "paper" else 9)
     assert float(t["id"].detach()) > 0
