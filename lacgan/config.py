@@ -220,7 +220,7 @@ PRESETS: dict[str, LacganConfig] = {
                         judge="composite", judge_noise=0.2, lambda_pair=5.0),
         optim=OptimConfig(lr=5e-4),
         train=TrainConfig(steps=1500, batch_size=16, sample_every=500, checkpoint_every=250, log_every=50,
-                          pair_prob=1.0, pair_register=True),
+                          pair_prob=1.0, pair_register=True, ema_half_life=100.0),
     ),
     # Tests: tiny everything; the demo's regions, generators and composite, with the cheaper difference output and
     # the latent adversary (so the tests exercise both).
