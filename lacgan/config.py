@@ -112,6 +112,7 @@ class LossConfig:
         if self.judge not in ("own", "composite"):
             raise ValueError(f"LossConfig.judge must be 'own' or 'composite', got {self.judge!r}")
 
+
 @dataclass(frozen=True)
 class OptimConfig:
     lr: float = 2e-4  # Adam learning rate (Sec. 4.1)

@@ -253,7 +253,7 @@ def test_ema_generator_is_checkpointed_resumed_and_used_for_inference(store, tmp
     assert "G_ema" not in p and all(torch.equal(a["G"][k], p["G"][k]) for k in p["G"])  # training itself unchanged
 
     models, data, cfg = _setup(store, **kw)
-    train(models, data, cfg, tmp_path / "b", stop_after=5, progress=False)  # checkpoint at 4, resumed from it
+    train(models, data, cfg, tmp_path / "b", stop_after=5, progress=False)  # stops with a checkpoint at step 5
     fresh, _, _ = _setup(store, **kw)
     train(fresh, data, cfg, tmp_path / "b", progress=False)
     b = ckpt.load_checkpoint(tmp_path / "b", with_optim=False).models
