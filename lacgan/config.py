@@ -143,6 +143,11 @@ class TrainConfig:
         if self.ema_half_life < 0:
             raise ValueError(f"TrainConfig.ema_half_life must be >= 0 steps, got {self.ema_half_life}")
 
+    @property
+    def generator_weights(self) -> str:
+        """The checkpoint entry holding the generator weights inference uses: the average when training kept one."""
+        return "G_ema" if self.ema_half_life > 0 else "G"
+
 
 class SectionedConfig:
     """Shared by every model's top-level config: a `preset` name plus frozen dataclass sections (the fields

@@ -183,8 +183,7 @@ class Editor(EditorBase):
     def _networks(cls, config: LacganConfig):
         G = CARGStack(config.net, config.net.window)
         R = LocalDiscriminator(config.net, config.net.window)
-        g_name = "G_ema" if config.train.ema_half_life > 0 else "G"  # the averaged weights when training kept them
-        return {"G": G, "R": R}, {g_name: G, "D_local": R}
+        return {"G": G, "R": R}, {config.train.generator_weights: G, "D_local": R}
 
     def configure(self, loop: bool | None = None, precision: str | None = None) -> "Editor":
         """Change the generator path and/or precision (None keeps a setting); returns self."""

@@ -70,7 +70,7 @@ def train(
     models.to(device).train()
     nets = models.named()
     ema = _ema_copy(models.G) if tc.ema_half_life > 0 else None
-    saved = {**nets, "G_ema": ema} if ema is not None else nets  # what checkpoints hold
+    saved = {**nets, tc.generator_weights: ema} if ema is not None else nets  # what checkpoints hold
     optims = {k: torch.optim.Adam(m.parameters(), lr=config.optim.lr, betas=config.optim.betas)
               for k, m in nets.items()}
     use_amp = tc.amp and device.type == "cuda"
