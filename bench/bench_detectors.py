@@ -148,9 +148,10 @@ def jaanet_vs_reference(reference: str | None, crop: int = 176, unit: int = 8, b
     x = torch.randn(batch, 3, crop, crop)
     mean = aligned_landmarks49(round(crop / 0.88), crop)
     nets = {}
-    for name in ("loop", "whole", "grouped"):
+    for name in ("loop", "unpacked", "whole", "grouped"):
         nets[name] = JaaNet(crop=crop, unit=unit).eval()
         nets[name].init_landmarks(mean)  # as training starts it: attention maps where an aligned face has its AUs
+    nets["unpacked"].prepack = False
     nets["whole"].refine_crop = False
     nets["grouped"].au_loop = False
 
@@ -159,7 +160,8 @@ def jaanet_vs_reference(reference: str | None, crop: int = 176, unit: int = 8, b
             return nets["loop"](x)
 
     runs = {"ours (per-AU loop, CPU path)": nets["loop"],
-            "ours (CPU path, refine on the whole maps: before)": nets["whole"],
+            "ours (CPU path, F.conv2d instead of prepacked weights: before)": nets["unpacked"],
+            "ours (CPU path, refine on the whole maps)": nets["whole"],
             "ours (grouped convolutions)": nets["grouped"], "ours (CPU path, bf16 autocast)": bf16}
     if reference:
         runs["PyTorch-JAANet v1 modules (reference)"] = _reference_forward(_reference_network(reference), crop, unit)

@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from detectors.jaanet import data
 from detectors.jaanet.config import JaaNetConfig
@@ -175,11 +176,14 @@ def test_per_au_loop_equals_the_grouped_computation():
         looped = net(x)
         net.refine_crop = False
         whole_maps = net(x)
-        net.refine_crop = True
+        net.refine_crop, net.prepack = True, False
+        unpacked = net(x)
+        net.prepack = True
     for k in ("au_logp", "landmarks", "maps", "refined"):
         assert looped[k].shape == grouped[k].shape
         torch.testing.assert_close(looped[k], grouped[k], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(looped[k], whole_maps[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(looped[k], unpacked[k], rtol=1e-4, atol=1e-5)
     assert grouped["au_logp"].std() > 0 and (grouped["refined"] - 0.5).abs().max() > 1e-3  # not a degenerate net
     other = JaaNet(crop=64, unit=2)
     other.load_state_dict(net.state_dict())  # one state_dict for both paths
@@ -197,7 +201,7 @@ def test_per_au_loop_equals_the_grouped_computation():
 def test_refine_runs_only_where_the_maps_reach_and_gives_the_whole_maps_answer():
     """The eval path's refine stack runs on the part of the map its AU's boxes can reach and fills the rest with
     the stack's answer to zeros: equal to running it on the whole map, for boxes inside, at the border, absent."""
-    from detectors.jaanet.model import _folded, refine_where_nonzero, run_one_group
+    from detectors.jaanet.model import EvalConv, _folded, refine_where_nonzero, run_program
 
     torch.manual_seed(0)
     net = JaaNet(crop=64, unit=2).eval()
@@ -206,7 +210,7 @@ def test_refine_runs_only_where_the_maps_reach_and_gives_the_whole_maps_answer()
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.3, 0.3)
                 m.bias.uniform_(-0.2, 0.2)
-    steps = _folded(net.refine)
+    program = _folded(net.refine)[3]
     M = net.map_size + 8
     pre = torch.zeros(3, 1, M, M)
     pre[0, 0, 5:9, 4:10] = torch.rand(4, 6)  # one box in the middle ...
@@ -214,24 +218,66 @@ def test_refine_runs_only_where_the_maps_reach_and_gives_the_whole_maps_answer()
     edge = torch.zeros(2, 1, M, M)
     edge[1, 0, -3:, :2] = 1.0  # a box in the corner
     calls = []
-    real_conv = torch.nn.functional.conv2d
+    real_call = EvalConv.__call__
 
-    def counting(x, *a, **k):
+    def counting(self, x):
         calls.append(tuple(x.shape[-2:]))
-        return real_conv(x, *a, **k)
+        return real_call(self, x)
 
     with torch.no_grad():
         for maps in (pre, edge, torch.zeros(2, 1, M, M)):
-            whole = run_one_group(steps, maps.contiguous(memory_format=torch.channels_last), 3)
+            whole = run_program(program, maps.contiguous(memory_format=torch.channels_last))
             calls.clear()
-            torch.nn.functional.conv2d = counting
+            EvalConv.__call__ = counting
             try:
-                part = refine_where_nonzero(steps, maps, 3)
+                part = refine_where_nonzero(program, maps)
             finally:
-                torch.nn.functional.conv2d = real_conv
+                EvalConv.__call__ = real_call
             torch.testing.assert_close(part, whole, rtol=1e-5, atol=1e-6)
-            assert max(h * w for h, w in calls) < M * M  # never the whole map
+            assert calls and max(h * w for h, w in calls) < M * M  # never the whole map
             assert maps.abs().sum() == 0 or (whole - whole[0, 0, 0, 0]).abs().max() > 1e-3  # the boxes show
+
+
+def test_prepacked_convolutions_compute_what_f_conv2d_computes():
+    """EvalConv with oneDNN's packed weight and fused ReLU gives F.conv2d's numbers, for several input shapes
+    (a packed weight per shape), and falls back to F.conv2d under bf16 autocast."""
+    from detectors.jaanet.model import EvalConv, _fused_conv_available
+
+    torch.manual_seed(0)
+    w, b = torch.randn(6, 4, 3, 3), torch.randn(6)
+    packed, plain = EvalConv(w, b, (1, 1), relu=True), EvalConv(w, b, (1, 1), relu=True, prepack=False)
+    assert packed.prepack == _fused_conv_available() and not plain.prepack
+    for shape in ((2, 4, 9, 9), (5, 4, 12, 7), (2, 4, 9, 9)):
+        x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+        want = torch.relu(F.conv2d(x, w, b, padding=1))
+        torch.testing.assert_close(packed(x), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(plain(x), want, rtol=1e-5, atol=1e-5)
+    if packed.prepack:
+        assert len(packed._packed) == 2  # one packed weight per input shape, reused
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = packed(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), want, rtol=0.05, atol=0.1)
+
+
+def test_cpu_path_rebuilds_its_packed_weights_when_the_weights_change():
+    """The CPU path keeps its folded, packed weights between calls and rebuilds them when any weight or batch-norm
+    statistic changes (a loaded checkpoint, a training step): never stale."""
+    torch.manual_seed(0)
+    net, other = JaaNet(crop=64, unit=2).eval(), JaaNet(crop=64, unit=2).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        first = net(x)["au_logp"]
+        cache = net._eval_cache
+        assert torch.equal(net(x)["au_logp"], first) and net._eval_cache is cache  # reused
+        net.load_state_dict(other.state_dict())
+        net.local[1].running_mean.add_(0.5)  # a buffer changed in place
+        other.local[1].running_mean.add_(0.5)
+        got = net(x)["au_logp"]
+        assert net._eval_cache is not cache
+        other.au_loop = False
+        torch.testing.assert_close(got, other(x)["au_logp"], rtol=1e-4, atol=1e-5)
+        assert (got - first).abs().max() > 1e-4
 
 
 def test_train_resume_and_score_smoke(aligned_store, tmp_path):
