@@ -162,15 +162,20 @@ def compare(reports: dict[str, str], out: str) -> str:
 
 @flow(name="trainset")
 def trainset(store: str, checkpoint: str, out: str, preset: str = "demo", test_fold: int | None = None,
-             config: dict[str, Any] | None = None) -> str:
-    """The job's balanced training set from the training folds, exported, and its payoff; returns payoff.md."""
-    return _trainset(store, checkpoint, out, _job(preset, test_fold, config))
+             config: dict[str, Any] | None = None, detectors: dict[str, str] | None = None) -> str:
+    """The job's balanced training set from the training folds, exported, and its payoff; returns payoff.md.
+    `detectors`: trained detector folders by name ({"hogsvm": DIR}), for the critic the job's trainset names."""
+    return _trainset(store, checkpoint, out, _job(preset, test_fold, config), detectors or {})
 
 
-def _trainset(store: str, checkpoint: str, out: str, job: JobConfig) -> str:
+def _trainset(store: str, checkpoint: str, out: str, job: JobConfig, detectors: dict[str, str]) -> str:
     if job.trainset is None or job.payoff is None:
         raise ValueError(f"job preset {job.preset!r} has no trainset/payoff section; give them in config")
-    t.trainset(store, checkpoint, out, job.trainset, job.generate)
+    critic = job.trainset.critic
+    if critic is not None and critic not in detectors:
+        raise ValueError(f"trainset.critic is {critic!r}, but no trained {critic} folder was given "
+                         f"(detectors: {sorted(detectors) or 'none'})")
+    t.trainset(store, checkpoint, out, job.trainset, job.generate, detectors.get(critic) if critic else None)
     return t.payoff(store, str(Path(out) / "synthetic"), str(Path(out) / "payoff"), payoff_config(job))
 
 
@@ -233,7 +238,7 @@ def _one_fold(job: JobConfig, lay: Layout, store: str, baseline: str | None = No
     scores = t.score(store, synth, dets, lay.scores, k, openface, cf)
     md = _report(scores, synth, store, lay.report, replace(job.report, checkpoint=gan), cf)
     if job.payoff is not None:  # the second product: a balanced training set and what it buys a detector
-        _trainset(store, gan, lay.trainset, job)
+        _trainset(store, gan, lay.trainset, job, dets)
     if baseline:  # the same store, folds, plan, detectors and counterfactual set; its own outputs
         b = lay.baseline(baseline)
         cfg = job.baselines[baseline]

@@ -217,12 +217,13 @@ def publish_report(report_md: str) -> None:
 
 # ---- the training set and its payoff ----------------------------------------------------------------------
 @task  # no retries: plan, generation and export each resume by themselves
-def trainset(store: str, checkpoint: str, out: str, cfg, gen_cfg) -> str:
+def trainset(store: str, checkpoint: str, out: str, cfg, gen_cfg, critic: str | None = None) -> str:
     """The training set of `cfg` (pipelines.trainset.TrainsetConfig: training folds only), generated with `gen_cfg`,
-    into out/{plan.parquet,synthetic,export}; returns out/export."""
+    its edits checked by the detector folder `critic` if given, into out/{plan.parquet,synthetic,export}; returns
+    out/export."""
     from pipelines.trainset import build_trainset
 
-    return build_trainset(store, checkpoint, out, cfg, gen_cfg)["export"]
+    return build_trainset(store, checkpoint, out, cfg, gen_cfg, critic_dir=critic)["export"]
 
 
 @task

@@ -30,6 +30,10 @@ def register(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=2, help="Dask workers for generation (0 = in-process)")
     t.add_argument("--device", default=None, help="generation device (default: CUDA when present)")
+    t.add_argument("--critic", type=Path, default=None,
+                   help="a trained detector folder (e.g. RUN/detectors/hogsvm, trained with the same test fold held "
+                        "out) that reads every synthetic frame: an AU the edit was to change and the critic reads "
+                        "otherwise becomes unknown in the set's labels")
     t.set_defaults(func=run_trainset)
 
     p = subparsers.add_parser("payoff", help="train detectors on real vs real + synthetic frames (same budget, "
@@ -80,20 +84,25 @@ def _run_paths(args) -> tuple[Path, Path]:
 def run_trainset(args) -> int:
     _logging()
     from pipelines.generate import GenerateConfig
-    from pipelines.trainset import TrainsetConfig, build_trainset, trainset_rates
+    from pipelines.trainset import TrainsetConfig, build_trainset, critic_summary, trainset_rates
 
     store, ckpt = _run_paths(args)
     cfg = TrainsetConfig(goal=args.goal, balanced_rate=args.balanced_rate, floor=args.floor,
-                         rates=parse_rates(args.rates), ratio=args.ratio, test_fold=args.test_fold, seed=args.seed)
+                         rates=parse_rates(args.rates), ratio=args.ratio, test_fold=args.test_fold, seed=args.seed,
+                         critic=None if args.critic is None else str(args.critic))
     r = build_trainset(store, ckpt, args.out, cfg, GenerateConfig(workers=args.workers, device=args.device),
-                       args.plan)
+                       args.plan, critic_dir=args.critic)
     s = r["generation"]
     print(f"training set {r['export']}: {r['manifest']} (+ trainset.zarr, bp4d/, jaanet/); {s.frames} synthetic "
           f"frames ({s.generated} shards generated now, {s.skipped} were done)")
     print("AU presence rates, before (real training frames) and after (real + synthetic):")
     rates = trainset_rates(store, r["plan"], args.test_fold, None if args.plan else cfg)
     print(rates.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wall time: plan {r['plan_s']:.1f} s, generate {r['generate_s']:.1f} s, export {r['export_s']:.1f} s")
+    if args.critic is not None:
+        print(f"critic {args.critic}: changed AU labels it read otherwise, made unknown:")
+        print(critic_summary(r["synthetic"], store).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    print(f"wall time: plan {r['plan_s']:.1f} s, generate {r['generate_s']:.1f} s, critic {r['critic_s']:.1f} s, "
+          f"export {r['export_s']:.1f} s")
     return 0
 
 

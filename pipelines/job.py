@@ -113,7 +113,7 @@ PRESETS: dict[str, JobConfig] = {
         plan=PlanConfig(source="neutral"),
         generate=GenerateConfig(frames_per_shard=64),
         report=ReportConfig(identity_pairs=32),
-        trainset=TrainsetConfig(),
+        trainset=TrainsetConfig(critic="hogsvm"),  # failed edits unlabelled by the job's HOG+SVM (docs/trainset.md)
         payoff=PayoffSettings(detectors=("hogsvm",)),
         baselines={"ganimation": ganimation_preset("demo")}),
     # BP4D with the paper's sizes and schedules (GPU recommended).
@@ -195,6 +195,9 @@ def derive(job: JobConfig) -> JobConfig:
         if missing:
             raise ConfigError(f"job.payoff.detectors: {missing} not among the job's trained detectors "
                               f"{sorted(job.detectors.trainable())}")
+    if trainset is not None and trainset.critic is not None and trainset.critic not in job.detectors.trainable():
+        raise ConfigError(f"job.trainset.critic: {trainset.critic!r} is not among the job's trained detectors "
+                          f"{sorted(job.detectors.trainable())}")
     if job.detectors.openface is not None and job.detectors.openface.binary is None:
         raise ConfigError("job.detectors.openface: needs binary (FeatureExtraction or the folder of OpenFace's "
                           "executables)")

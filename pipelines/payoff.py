@@ -78,10 +78,15 @@ def _slug(arm: str) -> str:
 
 
 def _fingerprint(store_path, synth_out, det: str, arm: str, seed: int, cfg: PayoffConfig) -> bytes:
+    from pipelines.trainset import critic_fingerprint
+
     gen = Path(synth_out) / "generation.json"
+    synthetic = arm != "real" and gen.exists()
     blob = {"store": str(Path(store_path).resolve()), "detector": det, "arm": arm, "seed": seed,
             "config": asdict(cfg.config(det, seed)), "test_fold": cfg.test_fold,
-            "synthetic": hashlib.sha256(gen.read_bytes()).hexdigest() if arm != "real" and gen.exists() else None}
+            "synthetic": hashlib.sha256(gen.read_bytes()).hexdigest() if synthetic else None}
+    if synthetic and critic_fingerprint(synth_out):  # the labels the synthetic frames carry (absent: the targets)
+        blob["critic"] = critic_fingerprint(synth_out)
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest().encode()
 
 

@@ -22,6 +22,14 @@ the remainder drawn without replacement), paired with the drawn patterns at rand
 set's identities, poses and lighting, and the rare-AU patterns are spread over all training identities instead of
 staying with the few subjects who show them. A synthetic frame's subject and task are its source's.
 
+Labels checked by a critic (optional, `TrainsetConfig.critic`). A synthetic frame's labels are its target, but an
+edit can fail: the generator is asked to raise a brow and does not. A detector trained on the training folds'
+real frames (the job's own HOG+SVM, say) reads every synthetic frame; an AU the edit was to change (source and
+target labels known and different) that the critic reads otherwise becomes unknown (-1) in the set's labels, so
+no trainer learns from it; unchanged AUs and the critic's agreements keep the target. The critic must have been
+trained with this `test_fold` held out. Its readings and the resulting labels are SYNTH/critic.parquet, which
+`synthetic_labels` (the payoff, the export) applies. Chosen on the development splits (docs/trainset.md).
+
 No source, identity or target pattern comes from a subject of `test_fold`: the planner draws only from the other
 folds and checks its plan, `generate_trainset` checks any plan before generating, and the export checks again
 (manifests.folds.check_training_rows).
@@ -32,8 +40,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import hashlib
+import json
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
@@ -43,6 +56,7 @@ from pipelines.plan import PlanError, _rate_vector, read_plan, store_frames, val
 
 GOALS = ("balanced", "rates")
 PLAN, SYNTH, EXPORT, PAYOFF = "plan.parquet", "synthetic", "export", "payoff"  # a training-set folder's parts
+CRITIC = "critic.parquet"  # in SYNTH: the critic's readings and the labels the set uses
 
 
 class TrainsetError(ValueError):
@@ -59,6 +73,7 @@ class TrainsetConfig:
     test_fold: int = 3  # no source, identity or target pattern from this fold's subjects
     ridge: float = 0.05  # on the tilt λ: how far pattern weights may move to chase an unreachable goal
     seed: int = 0  # everything random in the plan derives from this
+    critic: str | None = None  # a detector of the job (hogsvm, jaanet) whose reading unlabels failed edits; None: off
 
 
 # ---- goals ------------------------------------------------------------------------------------------------
@@ -212,8 +227,8 @@ def generate_trainset(plan_path, store_path, checkpoint, out, test_fold: int = 3
 
 
 def synthetic_extra(synth_out, store_path, test_fold: int = 3):
-    """The synthetic frames of a finished `generate` output as detectors.frames.ExtraFrames (labels = the targets,
-    landmarks = the sources'), for `train_detector(..., extra=[...])`. Refused: frames generated from another
+    """The synthetic frames of a finished `generate` output as detectors.frames.ExtraFrames (labels =
+    `synthetic_labels`: the targets, or the critic's where it read the set; landmarks = the sources'), for `train_detector(..., extra=[...])`. Refused: frames generated from another
     store, or whose identities, sources or target patterns include a test-fold subject."""
     import zarr
 
@@ -221,7 +236,7 @@ def synthetic_extra(synth_out, store_path, test_fold: int = 3):
     from manifests.aligned import AlignedStore
     from pipelines import synth_store as ss
 
-    man = ss.read_parts(synth_out)
+    man = synthetic_labels(synth_out)
     check_training_rows(man, store_frames(store_path), test_fold, str(synth_out))
     made_from = zarr.open_group(str(Path(synth_out) / ss.STORE_NAME), mode="r").attrs.get("store")
     if made_from and Path(made_from).resolve() != Path(store_path).resolve():
@@ -234,9 +249,118 @@ def synthetic_extra(synth_out, store_path, test_fold: int = 3):
     return ExtraFrames(frames, store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))))
 
 
+# ---- the critic: labels the edits carry ------------------------------------------------------------------
+def critic_labels(targets: np.ndarray, sources: np.ndarray, readings: np.ndarray) -> np.ndarray:
+    """(n, 12) int8 training labels of synthetic frames: the targets, with every AU the edit was to change (source
+    and target label known, different) set to unknown (-1) where the critic read it otherwise. `readings` is the
+    critic's 1 / 0, or -1 where it does not score the AU (then the target stays)."""
+    targets, sources, readings = (np.asarray(a, np.int8) for a in (targets, sources, readings))
+    changed = (targets != sources) & (targets != -1) & (sources != -1)
+    doubted = changed & (readings != -1) & (readings != targets)
+    return np.where(doubted, np.int8(-1), targets).astype(np.int8)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _critic_record(synth_out, critic_dir) -> dict:
+    return {"generation_sha256": _sha(Path(synth_out) / "generation.json"), "critic": str(Path(critic_dir).resolve()),
+            "critic_config_sha256": _sha(Path(critic_dir) / "config.json")}
+
+
+def check_edits(synth_out, store_path, critic_dir, test_fold: int = 3, device: str | None = None) -> Path:
+    """Score every synthetic frame of a finished generation with the critic (a trained detector folder whose
+    training held out `test_fold`) and write SYNTH/critic.parquet: plan_row, the training labels
+    (`critic_labels`), and the critic's reading per AU. Kept when it is already this critic's reading of this
+    generation (resume)."""
+    from detectors.base import load_detector
+    from detectors.frames import FrameSource
+    from manifests.schema import write_table
+    from pipelines import synth_store as ss
+
+    synth_out, critic_dir = Path(synth_out), Path(critic_dir)
+    path = synth_out / CRITIC
+    try:
+        info = json.loads((critic_dir / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise TrainsetError(f"{critic_dir}: not a trained detector folder ({e})") from None
+    held_out = info.get("summary", {}).get("test_fold")
+    if held_out != test_fold:
+        raise TrainsetError(f"{critic_dir}: the critic was trained with test fold {held_out}, not {test_fold}: it "
+                            f"may have seen the held-out subjects; train it on the training folds only")
+    record = _critic_record(synth_out, critic_dir)
+    if path.exists() and _read_critic(path)[1] == record:
+        return path
+    man = ss.read_parts(synth_out)
+    check_training_rows(man, store_frames(store_path), test_fold, str(synth_out))
+    detector = load_detector(info["detector"], critic_dir, device=device)
+    frames = FrameSource.from_group(synth_out / ss.STORE_NAME, frame_ids=man["plan_row"].to_numpy())
+    read = detector.score(frames).pivot(index="frame_id", columns="au", values="present")
+    readings = read.reindex(index=man["plan_row"].to_numpy(), columns=list(AUS)).fillna(-1).to_numpy(np.int8)
+    from manifests.aligned import AlignedStore
+
+    sources = AlignedStore.open(store_path).labels()[man["source_row"].to_numpy()]
+    labels = critic_labels(man[list(AU_COLUMNS)].to_numpy(np.int8), sources, readings)
+    df = pd.DataFrame({"plan_row": man["plan_row"].to_numpy(np.int64),
+                       **{c: labels[:, j] for j, c in enumerate(AU_COLUMNS)},
+                       **{f"read_{c}": readings[:, j] for j, c in enumerate(AU_COLUMNS)}})
+    schema = pa.schema([pa.field("plan_row", pa.int64(), nullable=False),
+                        *[pa.field(c, pa.int8(), nullable=False) for c in AU_COLUMNS],
+                        *[pa.field(f"read_{c}", pa.int8(), nullable=False) for c in AU_COLUMNS]])
+    return write_table(df, path, schema, {b"lacgan.critic": json.dumps(record).encode()})
+
+
+def _read_critic(path: Path) -> tuple[pd.DataFrame, dict]:
+    meta = pq.read_schema(path).metadata or {}
+    return pd.read_parquet(path), json.loads(meta.get(b"lacgan.critic", b"{}"))
+
+
+def synthetic_labels(synth_out) -> pd.DataFrame:
+    """The synthetic manifest (synth_store.read_parts) with the labels a training set uses: the critic's
+    (SYNTH/critic.parquet, `check_edits`) where it exists, else the targets. A critic file from another generation
+    is refused."""
+    from pipelines import synth_store as ss
+
+    man = ss.read_parts(synth_out)
+    path = Path(synth_out) / CRITIC
+    if not path.exists():
+        return man
+    critic, record = _read_critic(path)
+    if record.get("generation_sha256") != _sha(Path(synth_out) / "generation.json"):
+        raise TrainsetError(f"{path}: the critic read another generation; run `lacgan trainset --critic ...` again "
+                            f"or delete the file")
+    if not np.array_equal(critic["plan_row"].to_numpy(), man["plan_row"].to_numpy()):
+        raise TrainsetError(f"{path}: its rows are not the synthetic frames' rows")
+    man = man.copy()
+    man[list(AU_COLUMNS)] = critic[list(AU_COLUMNS)].to_numpy(np.int8)
+    return man
+
+
+def critic_summary(synth_out, store_path) -> pd.DataFrame:
+    """Per AU: synthetic frames whose edit changes it, how many of those the critic made unknown, and the share."""
+    from manifests.aligned import AlignedStore
+    from pipelines import synth_store as ss
+
+    man, used = ss.read_parts(synth_out), synthetic_labels(synth_out)
+    targets = man[list(AU_COLUMNS)].to_numpy(np.int8)
+    sources = AlignedStore.open(store_path).labels()[man["source_row"].to_numpy()]
+    changed = (targets != sources) & (targets != -1) & (sources != -1)
+    unknown = changed & (used[list(AU_COLUMNS)].to_numpy(np.int8) == -1)
+    return pd.DataFrame({"au": list(AU_COLUMNS), "changed": changed.sum(0), "made_unknown": unknown.sum(0),
+                         "share_%": 100 * unknown.sum(0) / np.maximum(changed.sum(0), 1)})
+
+
+def critic_fingerprint(synth_out) -> str | None:
+    """Hash of SYNTH/critic.parquet (None without one): part of what the payoff and the export were made from."""
+    path = Path(synth_out) / CRITIC
+    return _sha(path) if path.exists() else None
+
+
 def build_trainset(store_path, checkpoint, out, cfg: TrainsetConfig = TrainsetConfig(), gen_cfg=None,
-                   plan_path=None) -> dict:
-    """Plan (or take `plan_path`), generate and export a training set into `out` (OUT/plan.parquet,
+                   plan_path=None, critic_dir=None) -> dict:
+    """Plan (or take `plan_path`), generate, check the edits with the critic (`critic_dir`, a trained detector
+    folder; needed when `cfg.critic` names one) and export a training set into `out` (OUT/plan.parquet,
     OUT/synthetic, OUT/export); every step resumes. Returns the paths and each step's wall time."""
     import time
 
@@ -248,8 +372,15 @@ def build_trainset(store_path, checkpoint, out, cfg: TrainsetConfig = TrainsetCo
     times["plan_s"] = time.perf_counter() - t0
     summary = generate_trainset(plan, store_path, checkpoint, out / SYNTH, cfg.test_fold, gen_cfg)
     times["generate_s"] = time.perf_counter() - t0 - times["plan_s"]
+    if cfg.critic is not None and critic_dir is None:
+        raise TrainsetError(f"trainset.critic is {cfg.critic!r}: give that detector's trained folder")
+    if critic_dir is not None:
+        check_edits(out / SYNTH, store_path, critic_dir, cfg.test_fold)
+    elif (out / SYNTH / CRITIC).exists():  # a critic's labels from an earlier build with one: not this set's
+        (out / SYNTH / CRITIC).unlink()
+    times["critic_s"] = time.perf_counter() - t0 - times["plan_s"] - times["generate_s"]
     manifest = export_trainset(store_path, out / SYNTH, out / EXPORT, ExportConfig(test_fold=cfg.test_fold))
-    times["export_s"] = time.perf_counter() - t0 - times["plan_s"] - times["generate_s"]
+    times["export_s"] = time.perf_counter() - t0 - sum(times.values())
     return {"plan": str(plan), "synthetic": str(out / SYNTH), "export": str(out / EXPORT),
             "manifest": str(manifest), "generation": summary, **times}
 

@@ -93,8 +93,10 @@ class ExportConfig:
 def trainset_rows(store_path, synth_out, test_fold: int = 3) -> pd.DataFrame:
     """The export manifest (TRAINSET_SCHEMA) of the store's training frames + the synthetic frames, checked:
     no row's identity, source or target pattern may belong to a subject of `test_fold`."""
+    from pipelines.trainset import synthetic_labels
+
     frames = store_frames(store_path)
-    synth = ss.read_parts(synth_out)
+    synth = synthetic_labels(synth_out)  # the targets, or the critic's labels where it read the set
     check_training_rows(synth, frames, test_fold, str(synth_out))
     real = frames[frames["ok"] & (frames["fold"] != test_fold)]
     by_row = frames.set_index("row_id")
@@ -149,10 +151,15 @@ def read_trainset(out) -> pd.DataFrame:
 
 # ---- the folder: claim, resume, commit ----------------------------------------------------------------------
 def _inputs(store_path, synth_out, cfg: ExportConfig) -> dict:
+    from pipelines.trainset import critic_fingerprint
+
     gen = Path(synth_out) / "generation.json"
-    return {"store": str(Path(store_path).resolve()), "synthetic": str(Path(synth_out).resolve()),
-            "generation_sha256": hashlib.sha256(gen.read_bytes()).hexdigest() if gen.exists() else None,
-            "test_fold": cfg.test_fold, "chunk": cfg.chunk, "jpeg_quality": cfg.jpeg_quality}
+    inputs = {"store": str(Path(store_path).resolve()), "synthetic": str(Path(synth_out).resolve()),
+              "generation_sha256": hashlib.sha256(gen.read_bytes()).hexdigest() if gen.exists() else None,
+              "test_fold": cfg.test_fold, "chunk": cfg.chunk, "jpeg_quality": cfg.jpeg_quality}
+    if critic_fingerprint(synth_out):  # the labels come from the critic's reading (pipelines.trainset.check_edits)
+        inputs["critic_sha256"] = critic_fingerprint(synth_out)
+    return inputs
 
 
 def _claim(out: Path, inputs: dict) -> dict:
