@@ -73,7 +73,7 @@ class TrainsetConfig:
     test_fold: int = 3  # no source, identity or target pattern from this fold's subjects
     ridge: float = 0.05  # on the tilt λ: how far pattern weights may move to chase an unreachable goal
     seed: int = 0  # everything random in the plan derives from this
-    critic: str | None = None  # a detector of the job (hogsvm, jaanet) whose reading unlabels failed edits; None: off
+    critic: str | None = None  # the job's detector (hogsvm, jaanet; the CLI: its folder) that unlabels failed edits
 
 
 # ---- goals ------------------------------------------------------------------------------------------------
@@ -255,9 +255,13 @@ def critic_labels(targets: np.ndarray, sources: np.ndarray, readings: np.ndarray
     and target label known, different) set to unknown (-1) where the critic read it otherwise. `readings` is the
     critic's 1 / 0, or -1 where it does not score the AU (then the target stays)."""
     targets, sources, readings = (np.asarray(a, np.int8) for a in (targets, sources, readings))
-    changed = (targets != sources) & (targets != -1) & (sources != -1)
-    doubted = changed & (readings != -1) & (readings != targets)
+    doubted = _changed(targets, sources) & (readings != -1) & (readings != targets)
     return np.where(doubted, np.int8(-1), targets).astype(np.int8)
+
+
+def _changed(targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Where an edit changes an AU: source and target label known and different."""
+    return (targets != sources) & (targets != -1) & (sources != -1)
 
 
 def _sha(path: Path) -> str:
@@ -276,6 +280,7 @@ def check_edits(synth_out, store_path, critic_dir, test_fold: int = 3, device: s
     generation (resume)."""
     from detectors.base import load_detector
     from detectors.frames import FrameSource
+    from manifests.aligned import AlignedStore
     from manifests.schema import write_table
     from pipelines import synth_store as ss
 
@@ -290,16 +295,17 @@ def check_edits(synth_out, store_path, critic_dir, test_fold: int = 3, device: s
         raise TrainsetError(f"{critic_dir}: the critic was trained with test fold {held_out}, not {test_fold}: it "
                             f"may have seen the held-out subjects; train it on the training folds only")
     record = _critic_record(synth_out, critic_dir)
-    if path.exists() and _read_critic(path)[1] == record:
-        return path
+    try:
+        if path.exists() and _read_critic(path)[1] == record:
+            return path
+    except TrainsetError:  # unreadable: it is derived, so it is made again
+        pass
     man = ss.read_parts(synth_out)
     check_training_rows(man, store_frames(store_path), test_fold, str(synth_out))
     detector = load_detector(info["detector"], critic_dir, device=device)
     frames = FrameSource.from_group(synth_out / ss.STORE_NAME, frame_ids=man["plan_row"].to_numpy())
     read = detector.score(frames).pivot(index="frame_id", columns="au", values="present")
     readings = read.reindex(index=man["plan_row"].to_numpy(), columns=list(AUS)).fillna(-1).to_numpy(np.int8)
-    from manifests.aligned import AlignedStore
-
     sources = AlignedStore.open(store_path).labels()[man["source_row"].to_numpy()]
     labels = critic_labels(man[list(AU_COLUMNS)].to_numpy(np.int8), sources, readings)
     df = pd.DataFrame({"plan_row": man["plan_row"].to_numpy(np.int64),
@@ -312,8 +318,12 @@ def check_edits(synth_out, store_path, critic_dir, test_fold: int = 3, device: s
 
 
 def _read_critic(path: Path) -> tuple[pd.DataFrame, dict]:
-    meta = pq.read_schema(path).metadata or {}
-    return pd.read_parquet(path), json.loads(meta.get(b"lacgan.critic", b"{}"))
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return pd.read_parquet(path), json.loads(meta.get(b"lacgan.critic", b"{}"))
+    except (OSError, ValueError, pa.ArrowInvalid) as e:
+        raise TrainsetError(f"{path}: unreadable critic file ({e}); re-run `lacgan trainset --critic ...` to make it "
+                            f"again") from None
 
 
 def synthetic_labels(synth_out) -> pd.DataFrame:
@@ -343,9 +353,8 @@ def critic_summary(synth_out, store_path) -> pd.DataFrame:
     from pipelines import synth_store as ss
 
     man, used = ss.read_parts(synth_out), synthetic_labels(synth_out)
-    targets = man[list(AU_COLUMNS)].to_numpy(np.int8)
     sources = AlignedStore.open(store_path).labels()[man["source_row"].to_numpy()]
-    changed = (targets != sources) & (targets != -1) & (sources != -1)
+    changed = _changed(man[list(AU_COLUMNS)].to_numpy(np.int8), sources)
     unknown = changed & (used[list(AU_COLUMNS)].to_numpy(np.int8) == -1)
     return pd.DataFrame({"au": list(AU_COLUMNS), "changed": changed.sum(0), "made_unknown": unknown.sum(0),
                          "share_%": 100 * unknown.sum(0) / np.maximum(changed.sum(0), 1)})

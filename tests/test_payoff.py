@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from detectors.base import detector_preset
+from detectors.base import detector_preset, train_detector
 from manifests.aligned import AlignedStore
+from manifests.aus import AU_COLUMNS
 from pipeline_fixtures import train_smoke_lacgan
 from pipelines import generate as gen
 from pipelines import payoff as po
@@ -110,12 +111,15 @@ def test_cli_trainset_and_payoff_with_the_real_editor(aligned_store, smoke_ckpt,
     from flows.cli import main
 
     ckpt = smoke_ckpt
-    rc = main(["trainset", "--store", str(aligned_store), "--checkpoint", ckpt, "--out", str(tmp_path / "ts"),
-               "--workers", "0", "--ratio", "0.5"])
+    critic = tmp_path / "hogsvm"  # the edits' critic: a detector trained on the training folds
+    train_detector("hogsvm", aligned_store, critic, detector_preset("hogsvm", "cpu"), test_fold=3)
+    args = ["trainset", "--store", str(aligned_store), "--checkpoint", ckpt, "--out", str(tmp_path / "ts"),
+            "--workers", "0", "--ratio", "0.5", "--critic", str(critic)]
+    rc = main(args)
     text = capsys.readouterr().out
     assert rc == 0 and "real+synthetic" in text and (tmp_path / "ts" / "export" / "manifest.parquet").exists()
-    rc = main(["trainset", "--store", str(aligned_store), "--checkpoint", ckpt, "--out", str(tmp_path / "ts"),
-               "--workers", "0", "--ratio", "0.5"])  # the same command again: everything is done, nothing redone
+    assert "made unknown" in text and (tmp_path / "ts" / "synthetic" / "critic.parquet").exists()
+    rc = main(args)  # the same command again: everything is done, nothing redone
     assert rc == 0 and "0 shards generated now" in capsys.readouterr().out
     rc = main(["payoff", "--trainset", str(tmp_path / "ts"), "--seeds", "0,1"])
     assert rc == 0 and "real + synthetic" in capsys.readouterr().out
@@ -129,9 +133,17 @@ def test_flow_tasks_build_the_set_and_measure_it(aligned_store, smoke_ckpt, tmp_
     from pipelines.generate import GenerateConfig
     from pipelines.trainset import TrainsetConfig
 
-    export = tasks.trainset.fn(str(aligned_store), smoke_ckpt, str(tmp_path / "ts"), TrainsetConfig(ratio=0.5),
-                               GenerateConfig(workers=0))
+    from pipelines.trainset import synthetic_labels
+    from pipelines.trainset_export import read_trainset
+
+    critic = tmp_path / "hogsvm"
+    train_detector("hogsvm", aligned_store, critic, detector_preset("hogsvm", "cpu"), test_fold=3)
+    export = tasks.trainset.fn(str(aligned_store), smoke_ckpt, str(tmp_path / "ts"),
+                               TrainsetConfig(ratio=0.5, critic="hogsvm"), GenerateConfig(workers=0), str(critic))
     assert json.loads((Path(export) / "trainset.json").read_text())["complete"]
+    rows = read_trainset(export)
+    used = synthetic_labels(tmp_path / "ts" / "synthetic")[list(AU_COLUMNS)].to_numpy()
+    np.testing.assert_array_equal(rows.loc[rows.kind == "synthetic", list(AU_COLUMNS)].to_numpy(), used)
     md = tasks.payoff.fn(str(aligned_store), str(tmp_path / "ts" / "synthetic"), str(tmp_path / "payoff"),
                          po.PayoffConfig(detectors=("hogsvm",), seeds=(0,)))
     assert "hogsvm" in Path(md).read_text() and (tmp_path / "payoff" / "scores.parquet").exists()

@@ -94,6 +94,12 @@ def test_resume_keeps_the_reading_and_a_changed_generation_refuses_a_stale_one(m
     (other / "generation.json").write_text(json.dumps({**record, "note": "another run"}))
     with pytest.raises(ts.TrainsetError, match="critic read another generation"):
         ts.synthetic_labels(other)
+    (other / ts.CRITIC).write_bytes(b"not parquet")  # e.g. a disk that filled up: one line naming the file ...
+    with pytest.raises(ts.TrainsetError, match=r"critic.parquet: unreadable critic file"):
+        ts.synthetic_labels(other)
+    monkeypatch.undo()
+    ts.check_edits(other, store, critic, 3)  # ... and checking the edits again makes it anew
+    assert ts.synthetic_labels(other)[list(AU_COLUMNS)].equals(ts.synthetic_labels(synth)[list(AU_COLUMNS)])
 
 
 def test_a_critic_that_saw_the_test_fold_is_refused(made, tmp_path):
