@@ -166,7 +166,7 @@ def test_phases_compose_terms_with_their_weights(design):
     assert ("tv_edit" in t) == (design == "demo")
     if c.lambda_edit_tv:  # the edit's own variation: the composite minus the source, not the face's edges
         torch.testing.assert_close(t["tv_edit"], tv_loss(g.composed - b.images))
-        assert float(t["tv_edit"]) < float(t["tv"])
+        assert float(t["tv_edit"].detach()) < float(t["tv"].detach())
         expect = expect + c.lambda_edit_tv * t["tv_edit"]
     torch.testing.assert_close(total, expect)
     assert len(t["pixel"]) == models.G.G == (12 if design == "paper" else 9)
