@@ -85,8 +85,9 @@ def _fingerprint(store_path, synth_out, det: str, arm: str, seed: int, cfg: Payo
     blob = {"store": str(Path(store_path).resolve()), "detector": det, "arm": arm, "seed": seed,
             "config": asdict(cfg.config(det, seed)), "test_fold": cfg.test_fold,
             "synthetic": hashlib.sha256(gen.read_bytes()).hexdigest() if synthetic else None}
-    if synthetic and critic_fingerprint(synth_out):  # the labels the synthetic frames carry (absent: the targets)
-        blob["critic"] = critic_fingerprint(synth_out)
+    critic = critic_fingerprint(synth_out) if synthetic else None  # the labels the synthetic frames carry
+    if critic:  # absent: the targets, and the fingerprint of a set without a critic stays what it was
+        blob["critic"] = critic
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest().encode()
 
 

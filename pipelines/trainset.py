@@ -37,11 +37,9 @@ folds and checks its plan, `generate_trainset` checks any plan before generating
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import hashlib
-import json
 
 import numpy as np
 import pandas as pd
@@ -228,8 +226,9 @@ def generate_trainset(plan_path, store_path, checkpoint, out, test_fold: int = 3
 
 def synthetic_extra(synth_out, store_path, test_fold: int = 3):
     """The synthetic frames of a finished `generate` output as detectors.frames.ExtraFrames (labels =
-    `synthetic_labels`: the targets, or the critic's where it read the set; landmarks = the sources'), for `train_detector(..., extra=[...])`. Refused: frames generated from another
-    store, or whose identities, sources or target patterns include a test-fold subject."""
+    `synthetic_labels`: the targets, or the critic's where it read the set; landmarks = the sources'), for
+    `train_detector(..., extra=[...])`. Refused: frames generated from another store, or whose identities, sources
+    or target patterns include a test-fold subject."""
     import zarr
 
     from detectors.frames import ExtraFrames, FrameSource
@@ -264,13 +263,12 @@ def _changed(targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
     return (targets != sources) & (targets != -1) & (sources != -1)
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _critic_record(synth_out, critic_dir) -> dict:
-    return {"generation_sha256": _sha(Path(synth_out) / "generation.json"), "critic": str(Path(critic_dir).resolve()),
-            "critic_config_sha256": _sha(Path(critic_dir) / "config.json")}
+    from lacgan.checkpoint import file_sha256
+
+    return {"generation_sha256": file_sha256(Path(synth_out) / "generation.json"),
+            "critic": str(Path(critic_dir).resolve()),
+            "critic_config_sha256": file_sha256(Path(critic_dir) / "config.json")}
 
 
 def check_edits(synth_out, store_path, critic_dir, test_fold: int = 3, device: str | None = None) -> Path:
@@ -332,12 +330,18 @@ def synthetic_labels(synth_out) -> pd.DataFrame:
     is refused."""
     from pipelines import synth_store as ss
 
-    man = ss.read_parts(synth_out)
+    return _with_critic_labels(ss.read_parts(synth_out), synth_out)
+
+
+def _with_critic_labels(man: pd.DataFrame, synth_out) -> pd.DataFrame:
+    """synthetic_labels for a manifest already read."""
+    from lacgan.checkpoint import file_sha256
+
     path = Path(synth_out) / CRITIC
     if not path.exists():
         return man
     critic, record = _read_critic(path)
-    if record.get("generation_sha256") != _sha(Path(synth_out) / "generation.json"):
+    if record.get("generation_sha256") != file_sha256(Path(synth_out) / "generation.json"):
         raise TrainsetError(f"{path}: the critic read another generation; run `lacgan trainset --critic ...` again "
                             f"or delete the file")
     if not np.array_equal(critic["plan_row"].to_numpy(), man["plan_row"].to_numpy()):
@@ -352,7 +356,8 @@ def critic_summary(synth_out, store_path) -> pd.DataFrame:
     from manifests.aligned import AlignedStore
     from pipelines import synth_store as ss
 
-    man, used = ss.read_parts(synth_out), synthetic_labels(synth_out)
+    man = ss.read_parts(synth_out)
+    used = _with_critic_labels(man, synth_out)
     sources = AlignedStore.open(store_path).labels()[man["source_row"].to_numpy()]
     changed = _changed(man[list(AU_COLUMNS)].to_numpy(np.int8), sources)
     unknown = changed & (used[list(AU_COLUMNS)].to_numpy(np.int8) == -1)
@@ -362,8 +367,10 @@ def critic_summary(synth_out, store_path) -> pd.DataFrame:
 
 def critic_fingerprint(synth_out) -> str | None:
     """Hash of SYNTH/critic.parquet (None without one): part of what the payoff and the export were made from."""
+    from lacgan.checkpoint import file_sha256
+
     path = Path(synth_out) / CRITIC
-    return _sha(path) if path.exists() else None
+    return file_sha256(path) if path.exists() else None
 
 
 def build_trainset(store_path, checkpoint, out, cfg: TrainsetConfig = TrainsetConfig(), gen_cfg=None,

@@ -157,8 +157,9 @@ def _inputs(store_path, synth_out, cfg: ExportConfig) -> dict:
     inputs = {"store": str(Path(store_path).resolve()), "synthetic": str(Path(synth_out).resolve()),
               "generation_sha256": hashlib.sha256(gen.read_bytes()).hexdigest() if gen.exists() else None,
               "test_fold": cfg.test_fold, "chunk": cfg.chunk, "jpeg_quality": cfg.jpeg_quality}
-    if critic_fingerprint(synth_out):  # the labels come from the critic's reading (pipelines.trainset.check_edits)
-        inputs["critic_sha256"] = critic_fingerprint(synth_out)
+    critic = critic_fingerprint(synth_out)  # the labels come from the critic's reading (trainset.check_edits)
+    if critic:
+        inputs["critic_sha256"] = critic
     return inputs
 
 
