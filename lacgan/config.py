@@ -223,7 +223,7 @@ PRESETS: dict[str, LacganConfig] = {
                       generators="per-region", output="warp", composite="plateau", condition="every-scale",
                       condition_on="overlap"),
         loss=LossConfig(id_faces=2, lambda_latent=0.0, g_label=1.0, lambda_img=0.0, lambda_3=0.0,
-                        judge="composite", judge_noise=0.2, lambda_pair=5.0),
+                        judge="composite", judge_noise=0.3, lambda_pair=5.0),
         optim=OptimConfig(lr=5e-4),
         train=TrainConfig(steps=1500, batch_size=16, sample_every=500, checkpoint_every=250, log_every=50,
                           pair_prob=1.0, pair_register=True, ema_half_life=100.0),
