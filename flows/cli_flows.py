@@ -83,7 +83,7 @@ def run_generate(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = GenerateConfig(frames_per_shard=args.frames_per_shard, batch_size=args.batch_size, workers=args.workers,
                          gpus=args.gpus, scheduler=args.scheduler, threads=args.threads, device=args.device,
-                         path=args.path, precision=args.precision, editor=args.editor)
+                         path=args.path, precision=args.precision, strength=args.strength, editor=args.editor)
     s = generate(args.plan, args.store, args.checkpoint, args.out, cfg)
     print(f"{s.out}: {s.frames} frames in {s.shards} shards ({s.generated} generated now, {s.skipped} were done); "
           f"{s.frames_per_s:.2f} frames/s")
@@ -252,6 +252,8 @@ def register(subparsers) -> None:
                    help="LAC-GAN generator path (auto: per AU on CPU, grouped on CUDA; measure: time both once)")
     g.add_argument("--precision", choices=("float32", "bf16"), default="float32",
                    help="bf16: generator under bfloat16 autocast (where the device supports it)")
+    g.add_argument("--strength", type=float, default=None,
+                   help="LAC-GAN edit strength: the learned edit x this (default: the checkpoint's net.edit_strength)")
     g.add_argument("--frames-per-shard", type=int, default=64)
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: CUDA when present)")

@@ -42,6 +42,9 @@ class NetConfig:
     #                        and the source also moved by the decoder's displacement for the target minus the one
     #                        for the source labels; "flow": only that displacement (geometry, no added colour)
     max_shift: float = 4.0  # "warp", "flow": the largest displacement the decoder can ask for, in px
+    edit_strength: float = 1.0  # generation only (training draws at 1): the difference outputs' edit, D(z, t) −
+    #                             D(z, s) and the warp's displacement, × this; > 1 extrapolates the edit the
+    #                             generator learned; ours (docs/lacgan.md)
     composite: str = "paper"  # "paper": Eq. 2 with weights A_i (normalised where they overlap);
     #                           "plateau": weights min(1, plateau_gain·ΣA) shared in proportion to A_i
     plateau_gain: float = 3.0  # composite "plateau": the outer 1/gain of a diamond map is the feathered border
@@ -78,6 +81,16 @@ class NetConfig:
                 raise ValueError(f"NetConfig.{name} must be one of {allowed}, got {value!r}")
         if self.plateau_gain < 1:
             raise ValueError(f"plateau_gain must be >= 1, got {self.plateau_gain}")
+        check_strength(self.edit_strength, self.output)
+
+
+def check_strength(strength: float, output: str) -> None:
+    """An edit strength `output` can draw: positive, and 1 unless the output is a difference (DIFFERENCE_OUTPUTS)."""
+    if not strength > 0:
+        raise ValueError(f"edit_strength must be > 0, got {strength}")
+    if strength != 1.0 and output not in DIFFERENCE_OUTPUTS:
+        raise ValueError(f"edit_strength {strength}: the {output!r} output has no edit difference to scale; "
+                         f"use one of {DIFFERENCE_OUTPUTS}")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch
 
 from lacgan.checkpoint import load_checkpoint, load_modules
 from lacgan.compose import Windows, compose, gather_windows, to_float, to_uint8
-from lacgan.config import DIFFERENCE_OUTPUTS, LacganConfig, NetConfig, config_hash
+from lacgan.config import DIFFERENCE_OUTPUTS, LacganConfig, NetConfig, check_strength, config_hash
 from lacgan.data import check_arrays
 from lacgan.device import pick_device
 from lacgan.losses import draw, effective_targets
@@ -58,10 +58,13 @@ def estimate_labels(R: LocalDiscriminator, G: CARGStack, regions: torch.Tensor) 
 @torch.no_grad()
 def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.ndarray, targets: np.ndarray, device,
              source_labels: np.ndarray | None = None, R: LocalDiscriminator | None = None, batch_size: int = 32,
-             loop: bool = False, precision: str = "float32") -> np.ndarray:
+             loop: bool = False, precision: str = "float32", strength: float | None = None) -> np.ndarray:
     """Edit faces in batches with generator stack G (eval mode is the caller's business). The `difference` output
     needs the sources' AU labels: `source_labels` (n, 12), else R's reading of them. `loop=True` runs the
-    per-group path (same result to float tolerance); `precision="bf16"` runs G under bfloat16 autocast."""
+    per-group path (same result to float tolerance); `precision="bf16"` runs G under bfloat16 autocast;
+    `strength` scales the edit of the difference outputs (None: `net.edit_strength`; losses.draw)."""
+    strength = net.edit_strength if strength is None else strength
+    check_strength(strength, net.output)
     device = torch.device(device)
     dtype = PRECISIONS[precision]
     need_source = net.output in DIFFERENCE_OUTPUTS
@@ -87,7 +90,7 @@ def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.nda
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             dec_t = run(roi, t_eff)
             dec_s = run(roi, labels) if need_source else dec_t
-        fake, _ = draw(net.output, src, dec_t.float(), dec_s.float(), net.max_shift)
+        fake, _ = draw(net.output, src, dec_t.float(), dec_s.float(), net.max_shift, strength)
         composed, covered = compose(x, fake, win, G.grouping.active(t), net.composite, net.plateau_gain)
         result = to_uint8(composed, src_u8, covered)
         if device.type == "cuda":  # copy back without waiting; finish the previous batch meanwhile
@@ -178,6 +181,7 @@ class Editor(EditorBase):
     R: LocalDiscriminator = None  # the local regressor: reads the sources' AUs when they are not given
     loop: bool = False  # run the generator groups one at a time (G.forward_loop) instead of grouped
     precision: str = "float32"  # "float32" or "bf16" (generator under bfloat16 autocast)
+    strength: float | None = None  # edit strength (lacgan.losses.draw); None = the model's net.edit_strength
 
     @classmethod
     def _networks(cls, config: LacganConfig):
@@ -185,8 +189,12 @@ class Editor(EditorBase):
         R = LocalDiscriminator(config.net, config.net.window)
         return {"G": G, "R": R}, {config.train.generator_weights: G, "D_local": R}
 
-    def configure(self, loop: bool | None = None, precision: str | None = None) -> "Editor":
-        """Change the generator path and/or precision (None keeps a setting); returns self."""
+    def configure(self, loop: bool | None = None, precision: str | None = None,
+                  strength: float | None = None) -> "Editor":
+        """Change the generator path, precision and/or edit strength (None keeps a setting); returns self."""
+        if strength is not None:
+            check_strength(strength, self.config.net.output)
+            self.strength = float(strength)
         if precision is not None:
             if precision not in PRECISIONS:
                 raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -199,7 +207,7 @@ class Editor(EditorBase):
 
     def _edit(self, images, landmarks, target_labels, batch_size, source_labels=None) -> np.ndarray:
         return generate(self.G, self.config.net, images, landmarks, target_labels, self.device, source_labels,
-                        self.R, batch_size, self.loop, self.precision)
+                        self.R, batch_size, self.loop, self.precision, self.strength)
 
 
 def edit(checkpoint, images: np.ndarray, landmarks: np.ndarray, target_labels: np.ndarray,

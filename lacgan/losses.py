@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from lacgan.compose import Windows, compose, gather_windows
 from lacgan.distributed import batch_mean, batch_sum, global_count, mean_all
-from lacgan.config import LossConfig, NetConfig
+from lacgan.config import LossConfig, NetConfig, check_strength
 from lacgan.identity import crop_to_chip, identity_loss  # Eq. 4, pure (lacgan/identity.py)
 from lacgan.networks import Models
 
@@ -86,7 +86,7 @@ def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
 
 
 def draw(output: str, source: torch.Tensor, dec_target: torch.Tensor, dec_source: torch.Tensor,
-         max_shift: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
+         max_shift: float = 4.0, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(fake, reconstruction) regions from the decoder's outputs for the target and the source labels:
 
         paper       fake = D(z, t)              reconstruction = D(z, s)
@@ -96,18 +96,22 @@ def draw(output: str, source: torch.Tensor, dec_target: torch.Tensor, dec_source
                     with D the decoder's 3 image channels and F its 2 displacement channels
         flow        fake = warp(X, max_shift·(F(z, t) − F(z, s))), reconstruction = D(z, s): geometry only (the
                     source's own pixels moved; no colour is added, so the edit cannot paint a texture)
+
+    `strength` s (generation only; NetConfig.edit_strength) scales the edit of the difference outputs: s·(D(z, t)
+    − D(z, s)) and s·max_shift·(F(z, t) − F(z, s)); s = 1 is what training draws.
     """
+    check_strength(strength, output)
     if output in ("warp", "flow"):
-        moved = warp(source, max_shift * (dec_target[:, :, 3:] - dec_source[:, :, 3:]))
+        moved = warp(source, strength * max_shift * (dec_target[:, :, 3:] - dec_source[:, :, 3:]))
         if output == "flow":
             return moved, dec_source[:, :, :3]
-        return moved + dec_target[:, :, :3] - dec_source[:, :, :3], dec_source[:, :, :3]
+        return moved + strength * (dec_target[:, :, :3] - dec_source[:, :, :3]), dec_source[:, :, :3]
     if output == "paper":
         return dec_target, dec_source
     if output == "residual":
         return source + dec_target, source + dec_source
     if output == "difference":
-        return source + dec_target - dec_source, dec_source
+        return source + strength * (dec_target - dec_source), dec_source
     raise ValueError(f"unknown output {output!r}")
 
 

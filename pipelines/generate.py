@@ -63,6 +63,8 @@ class GenerateConfig:
     device: str | None = None  # torch device for the workers; None = CUDA if present, else CPU
     path: str = "auto"  # "grouped", "loop" (per AU), "auto" (PATH_RULE by device) or "measure" (timed once)
     precision: str = "float32"  # "float32" or "bf16" (generator under bfloat16 autocast, where supported)
+    strength: float | None = None  # LAC-GAN's edit strength (lacgan.losses.draw); None = the checkpoint's own
+    #                                (its net.edit_strength). Recorded: a resumed run must use the same
     editor: str = DEFAULT_EDITOR  # "auto" (by the checkpoint's model kind) or "module:Class" with .load/.edit
 
     def __post_init__(self):
@@ -72,6 +74,8 @@ class GenerateConfig:
             raise GenerationError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.frames_per_shard < 1 or self.batch_size < 1 or self.workers < 0 or self.gpus < 0:
             raise GenerationError("frames_per_shard and batch_size must be >= 1, workers and gpus >= 0")
+        if self.strength is not None and not self.strength > 0:
+            raise GenerationError(f"strength must be > 0 (or None: the checkpoint's), got {self.strength}")
         if self.threads is not None and self.threads < 1:
             raise GenerationError(f"threads must be >= 1 (or None), got {self.threads}")
 
@@ -131,6 +135,7 @@ def _prepare(plan_path, store_path, checkpoint, out, cfg: GenerateConfig):
                  checkpoint_sha256=editor.checkpoint_sha256, config_hash=editor.config_hash,
                  frames_per_shard=cfg.frames_per_shard, size=size, package_version=ss.package_version(),
                  test_fold=held_out, source_policy=str(plan["source_policy"].iloc[0]))
+    attrs["edit_strength"] = cfg.strength  # None: the checkpoint's (its hash is recorded too)
     ss.create_store(out, plan, size, cfg.frames_per_shard, attrs)
     return plan, attrs, hasattr(editor, "configure")
 
@@ -139,9 +144,12 @@ def _settings(cfg: GenerateConfig, out: Path, attrs: dict, configurable: bool) -
     """(editor settings fixed by the config or by an earlier run of this output, whether the path is still to be
     chosen on a worker). A resumed run keeps the recorded path, so its shards match the ones already written."""
     settings = {} if cfg.precision == "float32" else {"precision": cfg.precision}
+    if cfg.strength is not None:
+        settings["strength"] = cfg.strength
     if not configurable:
         if settings or cfg.path not in ("auto", "measure"):
-            raise GenerationError(f"editor {cfg.editor} has no configure(): it takes no path/precision settings")
+            raise GenerationError(f"editor {cfg.editor} has no configure(): it takes no path/precision/strength "
+                                  f"settings")
         return {}, False
     if cfg.path in PATHS:
         return {**settings, **PATHS[cfg.path]}, False

@@ -82,11 +82,12 @@ def create_store(out, plan: pd.DataFrame, size: int, frames_per_shard: int, attr
     path = out / STORE_NAME
     if path.exists():
         g = zarr.open_group(str(path), mode="r+", zarr_format=3)
-        for key in ("plan_sha256", "checkpoint_sha256", "frames_per_shard", "size"):
-            if g.attrs.get(key) != attrs[key]:
+        for key in ("plan_sha256", "checkpoint_sha256", "frames_per_shard", "size", "edit_strength"):
+            if g.attrs.get(key) != attrs.get(key):  # a key older stores lack reads None on both sides
                 raise SynthStoreError(
-                    f"{path}: was generated with {key}={g.attrs.get(key)!r}, this run has {attrs[key]!r}; "
-                    f"use a new output folder (or delete this one) to generate from a different plan/checkpoint")
+                    f"{path}: was generated with {key}={g.attrs.get(key)!r}, this run has {attrs.get(key)!r}; "
+                    f"use a new output folder (or delete this one) to generate with a different plan, checkpoint "
+                    f"or edit strength")
         return g
     n = len(plan)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,16 +39,19 @@ def setup(tmp_path):
 
 def edited_shard_by_shard(editor, store, plan, frames_per_shard, batch_size):
     """The reference: each shard's frames edited batch by batch in turn, the seed of each batch's first frame set
-    first (what the sequential in-process path did before the stream)."""
+    first (what the sequential in-process path did before the stream), with the sources' labels for an editor
+    that reads them (as the shard task gives them)."""
     p = read_plan(plan)
-    src, lm, _ = AlignedStore.open(store).read(p["source_row"].to_numpy())
+    src, lm, labels = AlignedStore.open(store).read(p["source_row"].to_numpy())
     targets = p.filter(like="AU").to_numpy(np.int8)
     out = np.empty_like(src)
     for a, b in ss.shard_ranges(len(p), frames_per_shard):
         for i in range(a, b, batch_size):
             j = min(i + batch_size, b)
             torch.manual_seed(int(p["seed"].iloc[i]))
-            out[i:j] = editor.edit(src[i:j], lm[i:j].astype(np.float32), targets[i:j], batch_size=batch_size)
+            extra = {"source_labels": labels[i:j]} if getattr(editor, "uses_source_labels", False) else {}
+            out[i:j] = editor.edit(src[i:j], lm[i:j].astype(np.float32), targets[i:j], batch_size=batch_size,
+                                   **extra)
     return out
 
 
@@ -209,3 +212,42 @@ def test_bf16_autocast_stays_within_one_grey_level_and_local(aligned_store, lacg
     np.testing.assert_array_equal(editor.edit(src, lm, targets, batch_size=4), f32)
     with pytest.raises(ValueError, match="precision"):
         editor.configure(precision="fp8")
+
+
+def test_edit_strength_scales_edits_stays_local_and_is_recorded(aligned_store, lacgan_run, tmp_path):
+    """The editor's strength (None: the checkpoint's, 1): a stronger edit moves the edited regions further from
+    the source and leaves every pixel outside them exactly the source; generation records it, writes what the
+    editor at that strength writes, and refuses to resume an output with another strength."""
+    from lacgan.infer import Editor
+    from lacgan.regions import attention_maps
+
+    rows = AlignedStore.open(aligned_store).ok_rows()[:8]
+    src, lm, labels = AlignedStore.open(aligned_store).read(rows)
+    targets = np.where(labels == 1, 0, 1).astype(np.int8)  # every known AU flipped; unknown ones set present
+    editor = Editor.load(lacgan_run, device="cpu")
+    assert editor.strength is None and editor.config.net.edit_strength == 1.0
+    base = editor.edit(src, lm, targets, batch_size=4, source_labels=labels)
+    np.testing.assert_array_equal(editor.configure(strength=1.0).edit(src, lm, targets, 4, labels), base)
+    strong = editor.configure(strength=3.0).edit(src, lm, targets, 4, labels)
+    change = lambda out: np.abs(out.astype(int) - src.astype(int))  # noqa: E731
+    maps = attention_maps(lm, editor.size, editor.config.net.regions)
+    inside, outside = (maps > 0).any(axis=1), (maps == 0).all(axis=1)
+    assert change(strong).max(axis=-1)[inside].mean() > change(base).max(axis=-1)[inside].mean()
+    assert change(strong).max(axis=-1)[outside].max() == 0  # locality holds at any strength
+    with pytest.raises(ValueError, match="must be > 0"):
+        editor.configure(strength=-1.0)
+    editor.configure(strength=1.0)
+
+    plan = build_plan(aligned_store, tmp_path / "plan.parquet", PlanConfig(policy="balanced", count=6, seed=2))
+    c = gen.GenerateConfig(frames_per_shard=4, batch_size=4, workers=0, path="loop", strength=3.0)
+    s = gen.generate(plan, aligned_store, lacgan_run, tmp_path / "out", c)
+    meta = json.loads((tmp_path / "out" / "generation.json").read_text())
+    assert s.settings == meta["editor_settings"] == {"strength": 3.0, "loop": True} and meta["edit_strength"] == 3.0
+    ref = Editor.load(lacgan_run, device="cpu").configure(loop=True, strength=3.0)
+    np.testing.assert_array_equal(ss.open_images(tmp_path / "out")[:], edited_shard_by_shard(ref, aligned_store,
+                                                                                             plan, 4, 4))
+    with pytest.raises(ss.SynthStoreError, match="edit_strength=3.0, this run has 2.0"):
+        gen.generate(plan, aligned_store, lacgan_run, tmp_path / "out", gen.GenerateConfig(
+            frames_per_shard=4, batch_size=4, workers=0, path="loop", strength=2.0))
+    with pytest.raises(gen.GenerationError, match="strength must be > 0"):
+        gen.GenerateConfig(strength=0.0)

@@ -83,6 +83,37 @@ def test_draw_outputs():
     torch.testing.assert_close(fake, x)
 
 
+def test_edit_strength_scales_the_edit_difference_only():
+    """strength s: the difference outputs draw X + s·(D(z, t) − D(z, s)) and move the source by s times the
+    displacement; 1 is the trained edit, target == source stays the source at any s; the outputs without an
+    edit difference refuse s != 1."""
+    from lacgan.config import NetConfig
+    from lacgan.losses import draw
+
+    x, dt, ds = torch.full((1,), 0.2), torch.full((1,), 0.5), torch.full((1,), 0.1)
+    torch.testing.assert_close(draw("difference", x, dt, ds, strength=2.5)[0], x + 2.5 * (dt - ds))
+    torch.testing.assert_close(draw("difference", x, dt, ds, strength=1.0)[0], draw("difference", x, dt, ds)[0])
+    torch.manual_seed(0)
+    src = torch.rand(2, 3, 3, 9, 11)
+    dec_s, dec_t = torch.rand(2, 3, 5, 9, 11) * 2 - 1, torch.rand(2, 3, 5, 9, 11) * 2 - 1
+    # the move: strength 2 at max_shift 2 is strength 1 at max_shift 4
+    torch.testing.assert_close(draw("flow", src, dec_t, dec_s, 2.0, strength=2.0)[0],
+                               draw("flow", src, dec_t, dec_s, 4.0)[0])
+    moved = draw("flow", src, dec_t, dec_s, 2.0, strength=2.0)[0]
+    torch.testing.assert_close(draw("warp", src, dec_t, dec_s, 2.0, strength=2.0)[0] - moved,
+                               2.0 * (dec_t[:, :, :3] - dec_s[:, :, :3]))
+    for output, dec in (("difference", dec_s[:, :, :3]), ("warp", dec_s), ("flow", dec_s)):
+        torch.testing.assert_close(draw(output, src, dec, dec, 4.0, strength=3.0)[0], src)  # no edit: no change
+    for output in ("paper", "residual"):
+        with pytest.raises(ValueError, match="no edit difference"):
+            draw(output, x, dt, ds, strength=1.5)
+        with pytest.raises(ValueError, match="no edit difference"):
+            NetConfig(output=output, edit_strength=1.5)
+    with pytest.raises(ValueError, match="must be > 0"):
+        NetConfig(output="warp", edit_strength=0.0)
+    assert NetConfig(output="warp", edit_strength=1.2).edit_strength == 1.2
+
+
 def test_tv_loss_hand_computed():
     x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
     # vertical |2-0|, |4-1| -> mean 2.5; horizontal |1-0|, |4-2| -> mean 1.5
