@@ -234,7 +234,7 @@ PRESETS: dict[str, LacganConfig] = {
         net=NetConfig(size=64, enc_channels=(8, 16, 32, 64, 128), local_channels=(8, 16, 32, 64),
                       global_channels=(8, 16, 32, 32), dz_hidden=(64, 32, 16), regions="wide",
                       generators="per-region", output="warp", composite="plateau", condition="every-scale",
-                      condition_on="overlap"),
+                      condition_on="overlap", edit_strength=1.1),
         loss=LossConfig(id_faces=2, lambda_latent=0.0, g_label=1.0, lambda_img=0.0, lambda_3=0.0,
                         judge="composite", judge_noise=0.3, lambda_pair=5.0),
         optim=OptimConfig(lr=5e-4),
