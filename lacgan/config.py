@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from manifests.aus import N_AUS
+from manifests.aus import AUS, N_AUS
 
 
 # NetConfig.output values, and the decoder channels each needs (an image, + a 2-channel displacement)
@@ -42,6 +42,8 @@ class NetConfig:
     #                        and the source also moved by the decoder's displacement for the target minus the one
     #                        for the source labels; "flow": only that displacement (geometry, no added colour)
     max_shift: float = 4.0  # "warp", "flow": the largest displacement the decoder can ask for, in px
+    geometry_only: tuple[int, ...] = ()  # "warp": the regions of these AUs (e.g. (1, 2): the brow raisers) are
+    #                                     drawn as "flow" — the source moved, no colour added; ours
     edit_strength: float = 1.0  # generation only (training draws at 1): the difference outputs' edit, D(z, t) −
     #                             D(z, s) and the warp's displacement, × this; > 1 extrapolates the edit the
     #                             generator learned; ours (docs/lacgan.md)
@@ -82,6 +84,12 @@ class NetConfig:
         if self.plateau_gain < 1:
             raise ValueError(f"plateau_gain must be >= 1, got {self.plateau_gain}")
         check_strength(self.edit_strength, self.output)
+        if self.geometry_only and self.output != "warp":
+            raise ValueError(f"geometry_only {self.geometry_only} needs the 'warp' output (got {self.output!r}): "
+                             f"only it both moves the source and adds colour")
+        unknown = sorted(set(self.geometry_only) - set(AUS))
+        if unknown:
+            raise ValueError(f"geometry_only names {unknown}, which are not among the AUs {AUS}")
 
 
 def check_strength(strength: float, output: str) -> None:

@@ -90,7 +90,7 @@ def generate(G: CARGStack, net: NetConfig, images: np.ndarray, landmarks: np.nda
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             dec_t = run(roi, t_eff)
             dec_s = run(roi, labels) if need_source else dec_t
-        fake, _ = draw(net.output, src, dec_t.float(), dec_s.float(), net.max_shift, strength)
+        fake, _ = draw(net.output, src, dec_t.float(), dec_s.float(), net.max_shift, strength, G.colour)
         composed, covered = compose(x, fake, win, G.grouping.active(t), net.composite, net.plateau_gain)
         result = to_uint8(composed, src_u8, covered)
         if device.type == "cuda":  # copy back without waiting; finish the previous batch meanwhile

@@ -86,7 +86,8 @@ def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
 
 
 def draw(output: str, source: torch.Tensor, dec_target: torch.Tensor, dec_source: torch.Tensor,
-         max_shift: float = 4.0, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+         max_shift: float = 4.0, strength: float = 1.0, colour: torch.Tensor | None = None
+         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(fake, reconstruction) regions from the decoder's outputs for the target and the source labels:
 
         paper       fake = D(z, t)              reconstruction = D(z, s)
@@ -98,14 +99,18 @@ def draw(output: str, source: torch.Tensor, dec_target: torch.Tensor, dec_source
                     source's own pixels moved; no colour is added, so the edit cannot paint a texture)
 
     `strength` s (generation only; NetConfig.edit_strength) scales the edit of the difference outputs: s·(D(z, t)
-    − D(z, s)) and s·max_shift·(F(z, t) − F(z, s)); s = 1 is what training draws.
+    − D(z, s)) and s·max_shift·(F(z, t) − F(z, s)); s = 1 is what training draws. `colour` (G,) multiplies the
+    warp's colour difference per generator group (0: that group is drawn as "flow"; NetConfig.geometry_only).
     """
     check_strength(strength, output)
     if output in ("warp", "flow"):
         moved = warp(source, strength * max_shift * (dec_target[:, :, 3:] - dec_source[:, :, 3:]))
         if output == "flow":
             return moved, dec_source[:, :, :3]
-        return moved + strength * (dec_target[:, :, :3] - dec_source[:, :, :3]), dec_source[:, :, :3]
+        added = strength * (dec_target[:, :, :3] - dec_source[:, :, :3])
+        if colour is not None:
+            added = added * colour.to(added)[None, :, None, None, None]
+        return moved + added, dec_source[:, :, :3]
     if output == "paper":
         return dec_target, dec_source
     if output == "residual":
@@ -216,7 +221,7 @@ class LacganLoss:
         x_roi = b.win.maps[:, :, None] * source  # Eq. 1 inside the window
         targets = effective_targets(b.targets, b.labels)
         z, (dec_t, dec_s) = self.m.G.encode_decode(x_roi, [targets, b.labels])  # one decoder call, both labels
-        fake, recon = draw(self.net.output, source, dec_t, dec_s, self.net.max_shift)
+        fake, recon = draw(self.net.output, source, dec_t, dec_s, self.net.max_shift, colour=self.m.G.colour)
         composed, _ = compose(b.images, fake, b.win, self.grouping.active(b.targets), self.net.composite,
                               self.net.plateau_gain)
         judged = fake if self.cfg.judge == "own" else gather_windows(composed, b.win)

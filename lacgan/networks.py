@@ -135,6 +135,12 @@ def reads_mask(reads, groups) -> torch.Tensor:
     return mask
 
 
+def colour_mask(geometry_only, groups) -> torch.Tensor:
+    """(G,) 1.0 where generator group g adds colour to its move ("warp"), 0.0 where it only moves the source
+    (a group holding any AU of NetConfig.geometry_only)."""
+    return torch.tensor([0.0 if set(g) & set(geometry_only) else 1.0 for g in groups])
+
+
 class CARGStack(nn.Module):
     """G conditional AU region generators (Sec. 3.2).
 
@@ -149,6 +155,7 @@ class CARGStack(nn.Module):
         self.condition_on = cfg.condition_on
         if cfg.condition_on == "overlap":  # (G, 12) 1 where generator g reads AU j's code, else its code is held at 0
             self.register_buffer("reads", reads_mask(cfg.reads, self.grouping.groups), persistent=False)
+        self.register_buffer("colour", colour_mask(cfg.geometry_only, self.grouping.groups), persistent=False)
         S = self.grouping.slots if cfg.condition_on == "region" else len(AUS)  # label codes each generator reads
         if cfg.label_dim % S:
             raise ValueError(f"label_dim {cfg.label_dim} must be a multiple of {S} (AUs per generator)")

@@ -114,6 +114,30 @@ def test_edit_strength_scales_the_edit_difference_only():
     assert NetConfig(output="warp", edit_strength=1.2).edit_strength == 1.2
 
 
+def test_geometry_only_groups_move_the_source_and_add_no_colour():
+    """NetConfig.geometry_only: under "warp", the groups holding those AUs draw exactly what "flow" draws (the
+    source moved), the others exactly what "warp" draws; the mask follows the generator groups."""
+    from lacgan.config import NetConfig
+    from lacgan.losses import draw
+    from lacgan.networks import colour_mask
+
+    groups = ((1,), (2,), (4,), (12, 14, 15))
+    colour = colour_mask((2, 14), groups)
+    torch.testing.assert_close(colour, torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    torch.manual_seed(1)
+    src = torch.rand(2, 4, 3, 9, 11)
+    dec_s, dec_t = torch.rand(2, 4, 5, 9, 11) * 2 - 1, torch.rand(2, 4, 5, 9, 11) * 2 - 1
+    mixed = draw("warp", src, dec_t, dec_s, 4.0, colour=colour)[0]
+    flow, warp_ = draw("flow", src, dec_t, dec_s, 4.0)[0], draw("warp", src, dec_t, dec_s, 4.0)[0]
+    torch.testing.assert_close(mixed[:, [1, 3]], flow[:, [1, 3]])
+    torch.testing.assert_close(mixed[:, [0, 2]], warp_[:, [0, 2]])
+    assert not torch.allclose(flow[:, 1], warp_[:, 1])  # the two rules do differ there
+    with pytest.raises(ValueError, match="needs the 'warp' output"):
+        NetConfig(output="difference", geometry_only=(1,))
+    with pytest.raises(ValueError, match=r"not among the AUs"):
+        NetConfig(output="warp", geometry_only=(3,))
+
+
 def test_tv_loss_hand_computed():
     x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
     # vertical |2-0|, |4-1| -> mean 2.5; horizontal |1-0|, |4-2| -> mean 1.5
