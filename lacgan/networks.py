@@ -135,9 +135,11 @@ def reads_mask(reads, groups) -> torch.Tensor:
     return mask
 
 
-def colour_mask(geometry_only, groups) -> torch.Tensor:
+def colour_mask(geometry_only, groups) -> torch.Tensor | None:
     """(G,) 1.0 where generator group g adds colour to its move ("warp"), 0.0 where it only moves the source
-    (a group holding any AU of NetConfig.geometry_only)."""
+    (a group holding any AU of NetConfig.geometry_only); None when no group is geometry-only."""
+    if not geometry_only:
+        return None
     return torch.tensor([0.0 if set(g) & set(geometry_only) else 1.0 for g in groups])
 
 

@@ -134,8 +134,8 @@ def _prepare(plan_path, store_path, checkpoint, out, cfg: GenerateConfig):
                  store=str(Path(store_path).resolve()), checkpoint=str(checkpoint.resolve()),
                  checkpoint_sha256=editor.checkpoint_sha256, config_hash=editor.config_hash,
                  frames_per_shard=cfg.frames_per_shard, size=size, package_version=ss.package_version(),
-                 test_fold=held_out, source_policy=str(plan["source_policy"].iloc[0]))
-    attrs["edit_strength"] = cfg.strength  # None: the checkpoint's (its hash is recorded too)
+                 test_fold=held_out, source_policy=str(plan["source_policy"].iloc[0]),
+                 edit_strength=cfg.strength)  # None: the checkpoint's (its hash is recorded too)
     ss.create_store(out, plan, size, cfg.frames_per_shard, attrs)
     return plan, attrs, hasattr(editor, "configure")
 

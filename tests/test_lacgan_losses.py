@@ -124,6 +124,7 @@ def test_geometry_only_groups_move_the_source_and_add_no_colour():
     groups = ((1,), (2,), (4,), (12, 14, 15))
     colour = colour_mask((2, 14), groups)
     torch.testing.assert_close(colour, torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    assert colour_mask((), groups) is None  # nothing geometry-only: draw adds every group's colour unscaled
     torch.manual_seed(1)
     src = torch.rand(2, 4, 3, 9, 11)
     dec_s, dec_t = torch.rand(2, 4, 5, 9, 11) * 2 - 1, torch.rand(2, 4, 5, 9, 11) * 2 - 1
