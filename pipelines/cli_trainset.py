@@ -53,6 +53,10 @@ def register(subparsers) -> None:
                             "runs/demo/augment/job.json: JAA-Net's demo schedule)")
     p.add_argument("--epochs", type=int, default=None, help="jaanet: epochs for both arms (default: the config's)")
     p.add_argument("--test-fold", type=int, default=None, help="held-out fold (default: the job's, else 3)")
+    p.add_argument("--controls", default=None,
+                   help="extra arms, comma-separated: sources (the synthetic frames' sources again, own labels: what "
+                        "the mixing alone does), counterfactual (the embedded cohort's true renderings of the same "
+                        "plan: the ceiling); 'none' for neither (default: the job's with --job, else none)")
     p.set_defaults(func=run_payoff)
 
 
@@ -127,6 +131,7 @@ def run_payoff(args) -> int:
     detectors = tuple(args.detector or ("hogsvm",))
     epochs = {"jaanet": {"epochs": args.epochs}} if args.epochs else {}
     test_fold = args.test_fold
+    controls = None if args.controls is None else tuple(c for c in args.controls.split(",") if c.strip() not in ("", "none"))
     if args.job:
         from dataclasses import replace
 
@@ -139,10 +144,12 @@ def run_payoff(args) -> int:
             raise ValueError(f"{args.job}: the job has no {missing[0]} detector (it has {sorted(trained)})")
         configs = {d: replace(trained[d], **epochs.get(d, {})) for d in detectors}
         test_fold = job.test_fold if test_fold is None else test_fold
+        if controls is None and job.payoff is not None:
+            controls = job.payoff.controls
     else:
         configs = {d: detector_preset(d, args.preset, **epochs.get(d, {})) for d in detectors}
     cfg = PayoffConfig(detectors=detectors, seeds=seeds, configs=configs,
-                       test_fold=3 if test_fold is None else test_fold)
+                       test_fold=3 if test_fold is None else test_fold, controls=tuple(c.strip() for c in controls or ()))
     t0 = time.perf_counter()
     md = measure_payoff(store, synth, out, cfg)
     print(Path(md).read_text())

@@ -64,6 +64,8 @@ class PayoffSettings:
     detectors: tuple[str, ...] = ("hogsvm",)
     seeds: tuple[int, ...] = (0, 1)
     band: float = 1.0  # |delta| below this many F1 points counts as unchanged
+    controls: tuple[str, ...] = ()  # extra arms (pipelines.payoff.CONTROLS): "sources" (control), "counterfactual"
+    #                                 (ceiling; the embedded cohort only)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ PRESETS: dict[str, JobConfig] = {
         generate=GenerateConfig(frames_per_shard=64),
         report=ReportConfig(identity_pairs=32),
         trainset=TrainsetConfig(critic="hogsvm"),  # failed edits unlabelled by the job's HOG+SVM (docs/trainset.md)
-        payoff=PayoffSettings(detectors=("hogsvm",)),
+        # with its control (the sources again) and its ceiling (the cohort's true renderings): docs/trainset.md
+        payoff=PayoffSettings(detectors=("hogsvm",), controls=("sources", "counterfactual")),
         baselines={"ganimation": ganimation_preset("demo")}),
     # BP4D with the paper's sizes and schedules (GPU recommended).
     "bp4d": JobConfig(
@@ -195,6 +198,14 @@ def derive(job: JobConfig) -> JobConfig:
         if missing:
             raise ConfigError(f"job.payoff.detectors: {missing} not among the job's trained detectors "
                               f"{sorted(job.detectors.trainable())}")
+        from pipelines.payoff import CONTROLS
+
+        unknown = [c for c in job.payoff.controls if c not in CONTROLS]
+        if unknown:
+            raise ConfigError(f"job.payoff.controls: unknown control {unknown[0]!r}; choose from {sorted(CONTROLS)}")
+        if "counterfactual" in job.payoff.controls and job.cohort is None:
+            raise ConfigError("job.payoff.controls: 'counterfactual' renders the embedded cohort's truth; a BP4D job "
+                              "(no cohort section) has no renderer")
     if trainset is not None and trainset.critic is not None and trainset.critic not in job.detectors.trainable():
         raise ConfigError(f"job.trainset.critic: {trainset.critic!r} is not among the job's trained detectors "
                           f"{sorted(job.detectors.trainable())}")
@@ -211,7 +222,8 @@ def payoff_config(job: JobConfig):
 
     trainable = job.detectors.trainable()
     return PayoffConfig(detectors=job.payoff.detectors, seeds=job.payoff.seeds, band=job.payoff.band,
-                        configs={d: trainable[d] for d in job.payoff.detectors}, test_fold=job.test_fold)
+                        configs={d: trainable[d] for d in job.payoff.detectors}, test_fold=job.test_fold,
+                        controls=job.payoff.controls)
 
 
 def write_job(job: JobConfig, path) -> Path:

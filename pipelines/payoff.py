@@ -7,6 +7,16 @@ REAL frames only. Same budget: HOG+SVM is one convex fit with the same settings 
 number of optimizer steps (an epoch stays len(real training frames) // batch steps, drawn from the larger set;
 detectors/jaanet/train.py).
 
+Two optional arms (`PayoffConfig.controls`) tell what a delta is made of, trained and scored like the others:
+
+- `sources` (arm `real+sources`, the control): the synthetic frames' source frames again, each with its own
+  real labels and landmarks. As many extra frames of the same faces, drawn the same way, with nothing new in
+  them: what mixing in that many frames does to the detector under the same budget.
+- `counterfactual` (arm `real+counterfactual`, the ceiling; the embedded cohort only): the cohort's renderings
+  of the same plan (pipelines.counterfactual: each source re-rendered with its target AUs), labelled with the
+  targets. What a generator that drew every edit exactly as the renderer does would buy. It never reaches
+  LAC-GAN; it measures the plan and the detector, not the generator.
+
 Output folder:
 
     OUT/runs/<detector>-<arm>-seed<k>/    each trained detector (resumes; JAA-Net from its checkpoint)
@@ -33,6 +43,7 @@ from manifests.aus import AUS
 from manifests.schema import write_table
 
 ARMS = ("real", "real+synthetic")
+CONTROLS = {"sources": "real+sources", "counterfactual": "real+counterfactual"}  # optional arms (module doc)
 
 PAYOFF_SCHEMA = pa.schema(
     [
@@ -62,6 +73,17 @@ class PayoffConfig:
     #                                             preset (detectors.base.detector_preset)
     test_fold: int = 3  # trained on by neither arm; its real frames are the only ones scored
     band: float = 1.0  # |delta| below this many F1 points counts as unchanged
+    controls: tuple[str, ...] = ()  # optional arms, names of CONTROLS: "sources" (control), "counterfactual" (ceiling)
+
+    def __post_init__(self):
+        unknown = [c for c in self.controls if c not in CONTROLS]
+        if unknown:
+            raise PayoffError(f"unknown payoff control {unknown[0]!r}; choose from {sorted(CONTROLS)}")
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The arms trained per detector and seed: real, real+synthetic, then the controls asked for."""
+        return ARMS + tuple(CONTROLS[c] for c in CONTROLS if c in self.controls)
 
     def config(self, det: str, seed: int):
         """Detector `det`'s config for one run: its config (or the "cpu" preset) with `seed`."""
@@ -85,7 +107,8 @@ def _fingerprint(store_path, synth_out, det: str, arm: str, seed: int, cfg: Payo
     blob = {"store": str(Path(store_path).resolve()), "detector": det, "arm": arm, "seed": seed,
             "config": asdict(cfg.config(det, seed)), "test_fold": cfg.test_fold,
             "synthetic": hashlib.sha256(gen.read_bytes()).hexdigest() if synthetic else None}
-    critic = critic_fingerprint(synth_out) if synthetic else None  # the labels the synthetic frames carry
+    # the labels the synthetic frames carry (only that arm learns them)
+    critic = critic_fingerprint(synth_out) if synthetic and arm == ARMS[1] else None
     if critic:  # absent: the targets, and the fingerprint of a set without a critic stays what it was
         blob["critic"] = critic
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest().encode()
@@ -119,21 +142,25 @@ def train_and_score(store_path, run_dir, det: str, seed: int, cfg: PayoffConfig,
 
 def measure_payoff(store_path, synth_out, out, cfg: PayoffConfig = PayoffConfig()) -> Path:
     """Train, score and tabulate every (detector, seed, arm); resumes with what is missing. Returns payoff.md."""
-    from pipelines.trainset import synthetic_extra
+    from pipelines.trainset import source_extra, synthetic_extra
 
     out = Path(out)
     if not cfg.seeds or not cfg.detectors:
         raise PayoffError("give at least one detector and one seed")
-    extra = [synthetic_extra(synth_out, store_path, cfg.test_fold)]
+    extras = {ARMS[0]: None, ARMS[1]: [synthetic_extra(synth_out, store_path, cfg.test_fold)]}
+    if "sources" in cfg.controls:
+        extras[CONTROLS["sources"]] = [source_extra(synth_out, store_path, cfg.test_fold)]
+    if "counterfactual" in cfg.controls:
+        cf = _counterfactual_frames(synth_out, store_path, out / "counterfactual")
+        extras[CONTROLS["counterfactual"]] = [synthetic_extra(cf, store_path, cfg.test_fold)]
     parts, runs = [], {}
     for det in cfg.detectors:
         for seed in cfg.seeds:
-            for arm in ARMS:
+            for arm in cfg.arms:
                 name = f"{det}-{_slug(arm)}-seed{seed}"
                 part, fp = out / "scores" / f"{name}.parquet", _fingerprint(store_path, synth_out, det, arm, seed, cfg)
                 if not _current(part, fp):
-                    df, info = train_and_score(store_path, out / "runs" / name, det, seed, cfg,
-                                               extra if arm != "real" else None)
+                    df, info = train_and_score(store_path, out / "runs" / name, det, seed, cfg, extras[arm])
                     df = df.assign(detector=det, arm=arm, seed=seed)
                     meta = {b"lacgan.fingerprint": fp, b"lacgan.run": json.dumps(info).encode()}
                     write_table(df, part, PAYOFF_SCHEMA, meta)
@@ -144,6 +171,22 @@ def measure_payoff(store_path, synth_out, out, cfg: PayoffConfig = PayoffConfig(
     write_table(scores, out / "scores.parquet", PAYOFF_SCHEMA, {b"lacgan.runs": json.dumps(runs).encode(),
                                             b"lacgan.test_fold": str(cfg.test_fold).encode()})
     return write_payoff(out / "scores.parquet", out, cfg.band)
+
+
+def _counterfactual_frames(synth_out, store_path, out) -> Path:
+    """The cohort's renderings of the plan the synthetic set was generated from, in `out` (resumes)."""
+    import zarr
+
+    from pipelines import synth_store as ss
+    from pipelines.counterfactual import write_counterfactuals
+    from pipelines.plan import plan_sha256
+
+    attrs = zarr.open_group(str(Path(synth_out) / ss.STORE_NAME), mode="r").attrs
+    plan = Path(attrs.get("plan", ""))
+    if not plan.is_file() or plan_sha256(plan) != attrs.get("plan_sha256"):
+        raise PayoffError(f"{synth_out}: the plan it was generated from ({plan}) is gone or changed; the "
+                          f"counterfactual control renders that plan")
+    return write_counterfactuals(plan, store_path, out)
 
 
 # ---- the numbers, from the score file ---------------------------------------------------------------------
@@ -178,13 +221,20 @@ def payoff_table(scores: pd.DataFrame, runs: dict, band: float = 1.0) -> pd.Data
     runs_df = pd.concat(per_run, ignore_index=True)
     wide = runs_df.pivot_table(index=["detector", "au", "seed"], columns="arm", values="f1", dropna=False)
     wide["delta"] = wide[ARMS[1]] - wide[ARMS[0]]
+    controls = [k for k, arm in CONTROLS.items() if arm in wide.columns]
+    for k in controls:
+        wide[f"{k}_delta"] = wide[CONTROLS[k]] - wide[ARMS[0]]
     agg = wide.groupby(level=["detector", "au"], sort=False).agg(["mean", "std"])
     base = runs_df[runs_df["arm"] == ARMS[0]].groupby(["detector", "au"], sort=False)[["baseline_f1", "n",
                                                                                        "positives"]].first()
-    out = pd.DataFrame({"n": base["n"], "positives": base["positives"], "always_present": base["baseline_f1"],
-                        "real_mean": agg[(ARMS[0], "mean")], "real_sd": agg[(ARMS[0], "std")],
-                        "synth_mean": agg[(ARMS[1], "mean")], "synth_sd": agg[(ARMS[1], "std")],
-                        "delta": agg[("delta", "mean")], "delta_sd": agg[("delta", "std")]}).reset_index()
+    cols = {"n": base["n"], "positives": base["positives"], "always_present": base["baseline_f1"],
+            "real_mean": agg[(ARMS[0], "mean")], "real_sd": agg[(ARMS[0], "std")],
+            "synth_mean": agg[(ARMS[1], "mean")], "synth_sd": agg[(ARMS[1], "std")],
+            "delta": agg[("delta", "mean")], "delta_sd": agg[("delta", "std")]}
+    for k in controls:  # the control / ceiling arms: their F1 and their own delta against real only
+        cols |= {f"{k}_mean": agg[(CONTROLS[k], "mean")], f"{k}_sd": agg[(CONTROLS[k], "std")],
+                 f"{k}_delta": agg[(f"{k}_delta", "mean")], f"{k}_delta_sd": agg[(f"{k}_delta", "std")]}
+    out = pd.DataFrame(cols).reset_index()
     order = {str(a): i for i, a in enumerate(AUS)} | {"mean": len(AUS)}
     out = out.sort_values(["detector", "au"], key=lambda c: c.map(order) if c.name == "au" else c)
     out["verdict"] = np.select([out["delta"] >= band, out["delta"] <= -band], ["gain", "loss"], "unchanged")
@@ -200,15 +250,26 @@ def _fmt(v, sd=None, sign=False) -> str:
     return s if sd is None or np.isnan(sd) else f"{s} ± {sd:.1f}"
 
 
+_CONTROL_HEAD = {"sources": "real + sources again (control)", "counterfactual": "real + counterfactual (ceiling)"}
+_CONTROL_NOTE = {"sources": "Control (the synthetic frames' sources again, own labels: the mixing alone)",
+                 "counterfactual": "Ceiling (the cohort's true renderings of the same plan, targets as labels)"}
+
+
 def payoff_markdown(table: pd.DataFrame) -> str:
     lines = []
     for det, t in table.groupby("detector", sort=False):
+        controls = [k for k in CONTROLS if f"{k}_mean" in t.columns and t[f"{k}_mean"].notna().any()]
+        heads = [f"{_CONTROL_HEAD[k]} | Δ" for k in controls]
         lines += [f"### {det}: held-out real frames, F1 % (mean ± sd over {int(t['seeds'].iloc[0])} seeds)", "",
-                  "| AU | n | always present | real only | real + synthetic | Δ | |", "|---|---|---|---|---|---|---|"]
-        for r in t.itertuples():
-            name = f"**{r.au}**" if r.au == "mean" else f"AU{r.au}"
-            lines.append(f"| {name} | {r.n} | {_fmt(r.always_present)} | {_fmt(r.real_mean, r.real_sd)} | "
-                         f"{_fmt(r.synth_mean, r.synth_sd)} | {_fmt(r.delta, r.delta_sd, sign=True)} | {r.verdict} |")
+                  "| AU | n | always present | real only | real + synthetic | Δ | |"
+                  + "".join(f" {h} |" for h in heads), "|---|---|---|---|---|---|---|" + "---|---|" * len(heads)]
+        for r in t.to_dict("records"):
+            name = f"**{r['au']}**" if r["au"] == "mean" else f"AU{r['au']}"
+            more = "".join(f" {_fmt(r[f'{k}_mean'], r[f'{k}_sd'])} | {_fmt(r[f'{k}_delta'], r[f'{k}_delta_sd'], sign=True)} |"
+                           for k in controls)
+            lines.append(f"| {name} | {r['n']} | {_fmt(r['always_present'])} | {_fmt(r['real_mean'], r['real_sd'])} | "
+                         f"{_fmt(r['synth_mean'], r['synth_sd'])} | {_fmt(r['delta'], r['delta_sd'], sign=True)} | "
+                         f"{r['verdict']} |" + more)
         per_au = t[t["au"] != "mean"]
         mean = float(t.loc[t["au"] == "mean", "delta"].iloc[0])
         named = {v: ", ".join("AU" + a for a in per_au.loc[per_au["verdict"] == v, "au"]) or "none"
@@ -219,6 +280,9 @@ def payoff_markdown(table: pd.DataFrame) -> str:
             met = mean >= 3 and worst.delta >= -3
             lines.append(f"Target (mean Δ ≥ +3, no AU below −3): {'met' if met else 'not met'} "
                          f"(mean Δ {mean:+.1f}, worst AU{worst.au} {worst.delta:+.1f})")
+        for k in controls:
+            d = float(t.loc[t["au"] == "mean", f"{k}_delta"].iloc[0])
+            lines.append(f"{_CONTROL_NOTE[k]}: mean Δ {d:+.1f} against real only.")
         lines.append("")
     return "\n".join(lines)
 
@@ -234,17 +298,23 @@ def payoff_chart(table: pd.DataFrame, path) -> Path:
     for ax, det in zip(axes[:, 0], dets):
         t = table[table["detector"] == det]
         x = np.arange(len(t))
-        ax.bar(x - 0.2, t["real_mean"], 0.4, yerr=t["real_sd"].fillna(0), label="real only", color="#8c9db5")
-        ax.bar(x + 0.2, t["synth_mean"], 0.4, yerr=t["synth_sd"].fillna(0), label="real + synthetic", color="#d9823b")
+        bars = [("real", "real only", "#8c9db5"), ("synth", "real + synthetic", "#d9823b")]
+        bars += [(k, _CONTROL_HEAD[k], colour) for k, colour in (("sources", "#b9b9b9"), ("counterfactual", "#5b9a68"))
+                 if f"{k}_mean" in t.columns and t[f"{k}_mean"].notna().any()]
+        width = 0.8 / len(bars)
+        for i, (key, label, colour) in enumerate(bars):
+            ax.bar(x - 0.4 + width * (i + 0.5), t[f"{key}_mean"], width, yerr=t[f"{key}_sd"].fillna(0), label=label,
+                   color=colour)
         ax.scatter(x, t["always_present"], marker="_", s=300, color="black", label="always present", zorder=3)
-        for xi, d, top in zip(x, t["delta"], np.fmax(t["real_mean"], t["synth_mean"])):
+        tops = np.fmax.reduce(np.stack([t[f"{key}_mean"].to_numpy(float) for key, _, _ in bars]), axis=0)
+        for xi, d, top in zip(x, t["delta"], tops):
             if not np.isnan(d):
                 ax.text(xi, top + 3, f"{d:+.1f}", ha="center", fontsize=8, color="green" if d >= 0 else "red")
         ax.set_xticks(x, [a if a == "mean" else f"AU{a}" for a in t["au"]])
         ax.set_ylim(0, 125)
         ax.set_ylabel("F1 % (held-out real)")
-        ax.set_title(f"{det}: real only vs real + synthetic (Δ above the bars)")
-        ax.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
+        ax.set_title(f"{det}: real only vs real + synthetic (Δ of the synthetic arm above the bars)")
+        ax.legend(fontsize=8, loc="upper center", ncol=len(bars) + 1, frameon=False)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -248,6 +248,22 @@ def synthetic_extra(synth_out, store_path, test_fold: int = 3):
     return ExtraFrames(frames, store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))))
 
 
+def source_extra(synth_out, store_path, test_fold: int = 3):
+    """The synthetic frames' SOURCE frames again, each with its own real labels and landmarks, as
+    detectors.frames.ExtraFrames: the payoff's control arm (pipelines.payoff), as many extra frames of the same
+    faces as the synthetic set, with nothing new in them. Refused like `synthetic_extra`."""
+    from detectors.frames import ExtraFrames, FrameSource, store_sequences
+    from manifests.aligned import AlignedStore
+
+    man = synthetic_labels(synth_out)
+    check_training_rows(man, store_frames(store_path), test_fold, str(synth_out))
+    store = AlignedStore.open(store_path)
+    rows = man["source_row"].to_numpy(np.int64)
+    frames = FrameSource(store.images, rows, man["plan_row"].to_numpy(np.int64), store_sequences(store)[rows],
+                         store.labels()[rows], name=f"{synth_out} (its sources)")
+    return ExtraFrames(frames, store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))))
+
+
 # ---- the critic: labels the edits carry ------------------------------------------------------------------
 def critic_labels(targets: np.ndarray, sources: np.ndarray, readings: np.ndarray) -> np.ndarray:
     """(n, 12) int8 training labels of synthetic frames: the targets, with every AU the edit was to change (source

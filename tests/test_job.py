@@ -55,12 +55,22 @@ def test_the_test_fold_is_pushed_to_every_section():
     ({"lacgan": {"train": {"test_fold": 2}}}, "job.lacgan.train.test_fold: derived, not configured; set test_fold"),
     ({"payoff": {"detectors": ["openface"]}}, "job.payoff.detectors: ['openface'] not among"),
     ({"trainset": {"critic": "openface"}}, "job.trainset.critic: 'openface' is not among the job's trained"),
+    ({"payoff": {"controls": ["oracle"]}}, "job.payoff.controls: unknown control 'oracle'"),
     ({"sise": 200}, "job.sise: unknown field"),
 ])
 def test_a_typo_or_a_wrong_type_is_named(changes, message):
     with pytest.raises(ConfigError) as e:
         compose_job("demo", changes)
     assert str(e.value).startswith(message), str(e.value)
+
+
+def test_the_counterfactual_ceiling_needs_the_embedded_cohort():
+    with pytest.raises(ConfigError, match="job.payoff.controls: 'counterfactual' renders the embedded cohort"):
+        compose_job("bp4d", {"trainset": {}, "payoff": {"controls": ["counterfactual"]}})
+    from pipelines.job import payoff_config
+
+    assert payoff_config(compose_job("demo")).controls == ("sources", "counterfactual")
+    assert compose_job("bp4d", {"trainset": {}, "payoff": {"controls": ["sources"]}}).payoff.controls == ("sources",)
 
 
 def test_unknown_preset_is_named():

@@ -86,6 +86,57 @@ def test_rerun_resumes_without_retraining(aligned_store, synth, hogsvm_payoff, m
     pd.testing.assert_frame_equal(pd.read_csv(out / "payoff.csv"), before)
 
 
+def test_control_and_ceiling_arms(aligned_store, synth, tmp_path):
+    """`controls`: the sources again (their own pixels and labels) and the cohort's true renderings of the same
+    plan (targets as labels) are trained and scored like the other arms; their columns are recomputed from the
+    score file; an unknown control is refused by name."""
+    from pipelines import synth_store as ss
+    from pipelines.counterfactual import write_counterfactuals
+    from pipelines.trainset import source_extra, synthetic_labels
+
+    man = synthetic_labels(synth)
+    store = AlignedStore.open(aligned_store)
+    src = source_extra(synth, aligned_store, 3)
+    rows = man["source_row"].to_numpy()
+    np.testing.assert_array_equal(src.frames.read(np.arange(len(man))), store.read(rows)[0])
+    np.testing.assert_array_equal(src.frames.labels, store.labels()[rows])
+    np.testing.assert_array_equal(src.landmarks, store.landmarks.get_orthogonal_selection((rows, slice(None),
+                                                                                           slice(None))))
+
+    cfg = po.PayoffConfig(detectors=("hogsvm",), seeds=(0,), controls=("counterfactual", "sources"))
+    assert cfg.arms == ("real", "real+synthetic", "real+sources", "real+counterfactual")
+    md = po.measure_payoff(aligned_store, synth, tmp_path, cfg)
+    scores, runs = po.read_payoff_scores(tmp_path / "scores.parquet")
+    assert set(scores["arm"]) == set(cfg.arms)
+    assert runs["hogsvm-real-sources-seed0"]["extra_frames"] == runs["hogsvm-real-counterfactual-seed0"][
+        "extra_frames"] == len(man)
+    # the ceiling's frames are the renderer's for the same plan, labelled with the targets
+    import zarr
+
+    plan = Path(zarr.open_group(str(synth / ss.STORE_NAME), mode="r").attrs["plan"])
+    truth = write_counterfactuals(plan, aligned_store, tmp_path / "again")
+    cf = zarr.open_group(str(tmp_path / "counterfactual" / ss.STORE_NAME), mode="r")["images"][:]
+    np.testing.assert_array_equal(cf, zarr.open_group(str(truth / ss.STORE_NAME), mode="r")["images"][:])
+    targets = pd.read_parquet(plan).sort_values("plan_row")[list(AU_COLUMNS)].to_numpy()
+    np.testing.assert_array_equal(synthetic_labels(tmp_path / "counterfactual")[list(AU_COLUMNS)].to_numpy(), targets)
+    table = pd.read_csv(tmp_path / "payoff.csv", dtype={"au": str})
+    for r in table[table["au"] != "mean"].itertuples():
+        if np.isnan(r.real_mean):
+            continue
+        f1 = {}
+        for arm in cfg.arms:
+            g = scores[(scores.arm == arm) & (scores.au == int(r.au)) & (scores.label != -1) & (scores.status == "ok")]
+            f1[arm] = 100 * f1_score(g["label"], g["present"], zero_division=0)
+        assert r.sources_mean == pytest.approx(f1["real+sources"])
+        assert r.counterfactual_mean == pytest.approx(f1["real+counterfactual"])
+        assert r.counterfactual_delta == pytest.approx(f1["real+counterfactual"] - f1["real"])
+        assert r.sources_delta == pytest.approx(f1["real+sources"] - f1["real"])
+    text = md.read_text()
+    assert "(control)" in text and "(ceiling)" in text and "Ceiling (" in text and "Control (" in text
+    with pytest.raises(po.PayoffError, match="'oracle'"):
+        po.PayoffConfig(controls=("oracle",))
+
+
 @pytest.mark.slow
 def test_jaanet_payoff_smoke(aligned_store, synth, tmp_path):
     cfg = po.PayoffConfig(detectors=("jaanet",), seeds=(0,),  # 2 seeds: hogsvm
@@ -160,13 +211,19 @@ def test_payoff_with_a_jobs_detector_configs(aligned_store, synth, tmp_path, mon
     monkeypatch.setattr(po, "measure_payoff", lambda store, syn, out, cfg: seen.append(cfg) or _md(tmp_path))
     rc = main(["payoff", "--store", str(aligned_store), "--synthetic", str(synth), "--out", str(tmp_path / "p"),
                "--job", str(job), "--detector", "jaanet", "--epochs", "3"])
-    assert rc == 0 and seen[0].test_fold == 2
+    assert rc == 0 and seen[0].test_fold == 2 and seen[0].controls == ("sources", "counterfactual")  # the job's
     demo = compose_job("demo").detectors.jaanet
     assert seen[0].configs["jaanet"] == detector_preset("jaanet", "demo", epochs=3) and demo.epochs == 10
     smoke = write_job(compose_job("smoke"), tmp_path / "smoke.json")
     rc = main(["payoff", "--store", str(aligned_store), "--synthetic", str(synth), "--out", str(tmp_path / "p"),
                "--job", str(smoke), "--detector", "jaanet"])
     assert rc == 2 and f"{smoke}: the job has no jaanet detector" in capsys.readouterr().err
+    rc = main(["payoff", "--store", str(aligned_store), "--synthetic", str(synth), "--out", str(tmp_path / "p"),
+               "--job", str(job), "--controls", "none"])
+    assert rc == 0 and seen[-1].controls == ()
+    rc = main(["payoff", "--store", str(aligned_store), "--synthetic", str(synth), "--out", str(tmp_path / "p"),
+               "--controls", "sources,oracle"])
+    assert rc == 2 and "unknown payoff control 'oracle'" in capsys.readouterr().err
 
 
 def _md(tmp_path):
