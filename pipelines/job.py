@@ -116,8 +116,8 @@ PRESETS: dict[str, JobConfig] = {
         generate=GenerateConfig(frames_per_shard=64),
         report=ReportConfig(identity_pairs=32),
         trainset=TrainsetConfig(critic="hogsvm"),  # failed edits unlabelled by the job's HOG+SVM (docs/trainset.md)
-        # with its control (the sources again) and its ceiling (the cohort's true renderings): docs/trainset.md
-        payoff=PayoffSettings(detectors=("hogsvm",), controls=("sources", "counterfactual")),
+        # with its ceiling (the cohort's true renderings); the `sources` control is for JAA-Net (docs/trainset.md)
+        payoff=PayoffSettings(detectors=("hogsvm",), controls=("counterfactual",)),
         baselines={"ganimation": ganimation_preset("demo")}),
     # BP4D with the paper's sizes and schedules (GPU recommended).
     "bp4d": JobConfig(

@@ -211,7 +211,7 @@ def test_payoff_with_a_jobs_detector_configs(aligned_store, synth, tmp_path, mon
     monkeypatch.setattr(po, "measure_payoff", lambda store, syn, out, cfg: seen.append(cfg) or _md(tmp_path))
     rc = main(["payoff", "--store", str(aligned_store), "--synthetic", str(synth), "--out", str(tmp_path / "p"),
                "--job", str(job), "--detector", "jaanet", "--epochs", "3"])
-    assert rc == 0 and seen[0].test_fold == 2 and seen[0].controls == ("sources", "counterfactual")  # the job's
+    assert rc == 0 and seen[0].test_fold == 2 and seen[0].controls == ("counterfactual",)  # the job's
     demo = compose_job("demo").detectors.jaanet
     assert seen[0].configs["jaanet"] == detector_preset("jaanet", "demo", epochs=3) and demo.epochs == 10
     smoke = write_job(compose_job("smoke"), tmp_path / "smoke.json")
