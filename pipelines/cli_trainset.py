@@ -131,7 +131,8 @@ def run_payoff(args) -> int:
     detectors = tuple(args.detector or ("hogsvm",))
     epochs = {"jaanet": {"epochs": args.epochs}} if args.epochs else {}
     test_fold = args.test_fold
-    controls = None if args.controls is None else tuple(c for c in args.controls.split(",") if c.strip() not in ("", "none"))
+    controls = None if args.controls is None else tuple(
+        c for c in (c.strip() for c in args.controls.split(",")) if c not in ("", "none"))
     if args.job:
         from dataclasses import replace
 
@@ -149,7 +150,7 @@ def run_payoff(args) -> int:
     else:
         configs = {d: detector_preset(d, args.preset, **epochs.get(d, {})) for d in detectors}
     cfg = PayoffConfig(detectors=detectors, seeds=seeds, configs=configs,
-                       test_fold=3 if test_fold is None else test_fold, controls=tuple(c.strip() for c in controls or ()))
+                       test_fold=3 if test_fold is None else test_fold, controls=tuple(controls or ()))
     t0 = time.perf_counter()
     md = measure_payoff(store, synth, out, cfg)
     print(Path(md).read_text())

@@ -198,11 +198,12 @@ def derive(job: JobConfig) -> JobConfig:
         if missing:
             raise ConfigError(f"job.payoff.detectors: {missing} not among the job's trained detectors "
                               f"{sorted(job.detectors.trainable())}")
-        from pipelines.payoff import CONTROLS
+        from pipelines.payoff import PayoffError, check_controls
 
-        unknown = [c for c in job.payoff.controls if c not in CONTROLS]
-        if unknown:
-            raise ConfigError(f"job.payoff.controls: unknown control {unknown[0]!r}; choose from {sorted(CONTROLS)}")
+        try:
+            check_controls(job.payoff.controls)
+        except PayoffError as e:
+            raise ConfigError(f"job.payoff.controls: {e}") from None
         if "counterfactual" in job.payoff.controls and job.cohort is None:
             raise ConfigError("job.payoff.controls: 'counterfactual' renders the embedded cohort's truth; a BP4D job "
                               "(no cohort section) has no renderer")

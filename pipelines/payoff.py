@@ -65,6 +65,13 @@ class PayoffError(ValueError):
     """A payoff run that cannot start or resume; the message names the folder or the input."""
 
 
+def check_controls(controls) -> None:
+    """Refuse a control name that is not one of CONTROLS (PayoffError naming it)."""
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown:
+        raise PayoffError(f"unknown payoff control {unknown[0]!r}; choose from {sorted(CONTROLS)}")
+
+
 @dataclass(frozen=True)
 class PayoffConfig:
     detectors: tuple[str, ...] = ("hogsvm",)  # trainable detectors (detectors.base.TRAINERS)
@@ -76,9 +83,7 @@ class PayoffConfig:
     controls: tuple[str, ...] = ()  # optional arms, names of CONTROLS: "sources" (control), "counterfactual" (ceiling)
 
     def __post_init__(self):
-        unknown = [c for c in self.controls if c not in CONTROLS]
-        if unknown:
-            raise PayoffError(f"unknown payoff control {unknown[0]!r}; choose from {sorted(CONTROLS)}")
+        check_controls(self.controls)
 
     @property
     def arms(self) -> tuple[str, ...]:

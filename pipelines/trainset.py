@@ -224,14 +224,12 @@ def generate_trainset(plan_path, store_path, checkpoint, out, test_fold: int = 3
     return generate(plan_path, store_path, checkpoint, out, gen_cfg or GenerateConfig())
 
 
-def synthetic_extra(synth_out, store_path, test_fold: int = 3):
-    """The synthetic frames of a finished `generate` output as detectors.frames.ExtraFrames (labels =
-    `synthetic_labels`: the targets, or the critic's where it read the set; landmarks = the sources'), for
-    `train_detector(..., extra=[...])`. Refused: frames generated from another store, or whose identities, sources
-    or target patterns include a test-fold subject."""
+def _checked_synthetic(synth_out, store_path, test_fold: int):
+    """The preamble both extras share: a finished generation's labelled manifest (`synthetic_labels`), refused when
+    its identities, sources or target patterns include a test-fold subject or it was generated from another store;
+    with the aligned store and the landmarks at its source rows."""
     import zarr
 
-    from detectors.frames import ExtraFrames, FrameSource
     from manifests.aligned import AlignedStore
     from pipelines import synth_store as ss
 
@@ -241,11 +239,23 @@ def synthetic_extra(synth_out, store_path, test_fold: int = 3):
     if made_from and Path(made_from).resolve() != Path(store_path).resolve():
         raise TrainsetError(f"{synth_out}: generated from the aligned store {made_from}, not {store_path}")
     store = AlignedStore.open(store_path)
+    rows = man["source_row"].to_numpy(np.int64)
+    return man, store, rows, store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None)))
+
+
+def synthetic_extra(synth_out, store_path, test_fold: int = 3):
+    """The synthetic frames of a finished `generate` output as detectors.frames.ExtraFrames (labels =
+    `synthetic_labels`: the targets, or the critic's where it read the set; landmarks = the sources'), for
+    `train_detector(..., extra=[...])`. Refused: frames generated from another store, or whose identities, sources
+    or target patterns include a test-fold subject."""
+    from detectors.frames import ExtraFrames, FrameSource
+    from pipelines import synth_store as ss
+
+    man, _, _, landmarks = _checked_synthetic(synth_out, store_path, test_fold)
     frames = FrameSource.from_group(Path(synth_out) / ss.STORE_NAME, frame_ids=man["plan_row"].to_numpy(),
                                     sequences=(man["subject"] + "/" + man["task"]).to_numpy(dtype=object),
                                     labels=man[list(AU_COLUMNS)].to_numpy(np.int8))
-    rows = man["source_row"].to_numpy()
-    return ExtraFrames(frames, store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))))
+    return ExtraFrames(frames, landmarks)
 
 
 def source_extra(synth_out, store_path, test_fold: int = 3):
@@ -253,15 +263,11 @@ def source_extra(synth_out, store_path, test_fold: int = 3):
     detectors.frames.ExtraFrames: the payoff's control arm (pipelines.payoff), as many extra frames of the same
     faces as the synthetic set, with nothing new in them. Refused like `synthetic_extra`."""
     from detectors.frames import ExtraFrames, FrameSource, store_sequences
-    from manifests.aligned import AlignedStore
 
-    man = synthetic_labels(synth_out)
-    check_training_rows(man, store_frames(store_path), test_fold, str(synth_out))
-    store = AlignedStore.open(store_path)
-    rows = man["source_row"].to_numpy(np.int64)
+    man, store, rows, landmarks = _checked_synthetic(synth_out, store_path, test_fold)
     frames = FrameSource(store.images, rows, man["plan_row"].to_numpy(np.int64), store_sequences(store)[rows],
                          store.labels()[rows], name=f"{synth_out} (its sources)")
-    return ExtraFrames(frames, store.landmarks.get_orthogonal_selection((rows, slice(None), slice(None))))
+    return ExtraFrames(frames, landmarks)
 
 
 # ---- the critic: labels the edits carry ------------------------------------------------------------------

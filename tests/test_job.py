@@ -55,7 +55,7 @@ def test_the_test_fold_is_pushed_to_every_section():
     ({"lacgan": {"train": {"test_fold": 2}}}, "job.lacgan.train.test_fold: derived, not configured; set test_fold"),
     ({"payoff": {"detectors": ["openface"]}}, "job.payoff.detectors: ['openface'] not among"),
     ({"trainset": {"critic": "openface"}}, "job.trainset.critic: 'openface' is not among the job's trained"),
-    ({"payoff": {"controls": ["oracle"]}}, "job.payoff.controls: unknown control 'oracle'"),
+    ({"payoff": {"controls": ["oracle"]}}, "job.payoff.controls: unknown payoff control 'oracle'"),
     ({"sise": 200}, "job.sise: unknown field"),
 ])
 def test_a_typo_or_a_wrong_type_is_named(changes, message):
