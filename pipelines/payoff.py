@@ -258,6 +258,7 @@ def _fmt(v, sd=None, sign=False) -> str:
 _CONTROL_HEAD = {"sources": "real + sources again (control)", "counterfactual": "real + counterfactual (ceiling)"}
 _CONTROL_NOTE = {"sources": "Control (the synthetic frames' sources again, own labels: the mixing alone)",
                  "counterfactual": "Ceiling (the cohort's true renderings of the same plan, targets as labels)"}
+_AGAINST = {"sources": "what their content adds beyond the mixing", "counterfactual": "what exact edits would add"}
 
 
 def payoff_markdown(table: pd.DataFrame) -> str:
@@ -287,7 +288,8 @@ def payoff_markdown(table: pd.DataFrame) -> str:
                          f"(mean Δ {mean:+.1f}, worst AU{worst.au} {worst.delta:+.1f})")
         for k in controls:
             d = float(t.loc[t["au"] == "mean", f"{k}_delta"].iloc[0])
-            lines.append(f"{_CONTROL_NOTE[k]}: mean Δ {d:+.1f} against real only.")
+            lines.append(f"{_CONTROL_NOTE[k]}: mean Δ {d:+.1f} against real only; the synthetic frames against it: "
+                         f"{mean - d:+.1f} ({_AGAINST[k]}).")
         lines.append("")
     return "\n".join(lines)
 
