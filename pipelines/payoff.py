@@ -258,7 +258,9 @@ def _fmt(v, sd=None, sign=False) -> str:
 _CONTROL_HEAD = {"sources": "real + sources again (control)", "counterfactual": "real + counterfactual (ceiling)"}
 _CONTROL_NOTE = {"sources": "Control (the synthetic frames' sources again, own labels: the mixing alone)",
                  "counterfactual": "Ceiling (the cohort's true renderings of the same plan, targets as labels)"}
-_AGAINST = {"sources": "what their content adds beyond the mixing", "counterfactual": "what exact edits would add"}
+_AGAINST = {  # each arm read against the synthetic one: (its mean delta, the synthetic's) -> the sentence
+    "sources": lambda d, syn: f"the synthetic frames' content adds {syn - d:+.1f} beyond the mixing",
+    "counterfactual": lambda d, syn: f"exact edits would add {d - syn:+.1f} over the synthetic frames"}
 
 
 def payoff_markdown(table: pd.DataFrame) -> str:
@@ -288,8 +290,7 @@ def payoff_markdown(table: pd.DataFrame) -> str:
                          f"(mean Δ {mean:+.1f}, worst AU{worst.au} {worst.delta:+.1f})")
         for k in controls:
             d = float(t.loc[t["au"] == "mean", f"{k}_delta"].iloc[0])
-            lines.append(f"{_CONTROL_NOTE[k]}: mean Δ {d:+.1f} against real only; the synthetic frames against it: "
-                         f"{mean - d:+.1f} ({_AGAINST[k]}).")
+            lines.append(f"{_CONTROL_NOTE[k]}: mean Δ {d:+.1f} against real only; {_AGAINST[k](d, mean)}.")
         lines.append("")
     return "\n".join(lines)
 
