@@ -21,7 +21,8 @@ from pipelines import generate as gen
 from pipelines import synth_store as ss
 from pipelines import trainset_export as te
 from pipelines.plan import PlanConfig, build_plan
-from pipelines.trainset import TrainsetConfig, generate_trainset, plan_trainset, synthetic_extra
+from pipelines.trainset import (TrainsetConfig, TrainsetError, generate_trainset, plan_trainset, source_extra,
+                                synthetic_extra)
 from pipelines.trainset_dataset import TrainsetDataset
 from standin_editor import write_checkpoint
 
@@ -163,5 +164,17 @@ def test_test_fold_subjects_never_reach_the_export_or_a_trainer(made):
     with pytest.raises(FoldLeakError, match="test-fold subject (F003|M001)"):
         te.export_trainset(store, tmp / "leaky-synth", tmp / "leaky-export", CFG)
     assert not (tmp / "leaky-export").exists()
-    with pytest.raises(FoldLeakError, match="test-fold subject"):
-        synthetic_extra(tmp / "leaky-synth", store, 3)
+    for extra in (synthetic_extra, source_extra):  # the payoff's synthetic arm and its control
+        with pytest.raises(FoldLeakError, match="test-fold subject"):
+            extra(tmp / "leaky-synth", store, 3)
+
+
+def test_the_extras_refuse_frames_generated_from_another_store(made, tmp_path):
+    import shutil
+
+    store, synth, _, _ = made
+    other = shutil.copytree(store, tmp_path / "other.zarr")  # the same frames, another store
+    for extra in (synthetic_extra, source_extra):
+        assert len(extra(synth, store, 3).frames) == 32
+        with pytest.raises(TrainsetError, match="generated from the aligned store"):
+            extra(synth, other, 3)
