@@ -150,7 +150,7 @@ def run_payoff(args) -> int:
     else:
         configs = {d: detector_preset(d, args.preset, **epochs.get(d, {})) for d in detectors}
     cfg = PayoffConfig(detectors=detectors, seeds=seeds, configs=configs,
-                       test_fold=3 if test_fold is None else test_fold, controls=tuple(controls or ()))
+                       test_fold=3 if test_fold is None else test_fold, controls=controls or ())
     t0 = time.perf_counter()
     md = measure_payoff(store, synth, out, cfg)
     print(Path(md).read_text())

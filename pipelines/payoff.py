@@ -33,6 +33,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -255,19 +256,31 @@ def _fmt(v, sd=None, sign=False) -> str:
     return s if sd is None or np.isnan(sd) else f"{s} ± {sd:.1f}"
 
 
-_CONTROL_HEAD = {"sources": "real + sources again (control)", "counterfactual": "real + counterfactual (ceiling)"}
-_CONTROL_NOTE = {"sources": "Control (the synthetic frames' sources again, own labels: the mixing alone)",
-                 "counterfactual": "Ceiling (the cohort's true renderings of the same plan, targets as labels)"}
-_AGAINST = {  # each arm read against the synthetic one: (its mean delta, the synthetic's) -> the sentence
-    "sources": lambda d, syn: f"the synthetic frames' content adds {syn - d:+.1f} beyond the mixing",
-    "counterfactual": lambda d, syn: f"exact edits would add {d - syn:+.1f} over the synthetic frames"}
+@dataclass(frozen=True)
+class _ControlText:
+    """How the page and the chart show one control arm."""
+    head: str  # its table column and chart legend
+    note: str  # its line under the table
+    colour: str  # its bars
+    against: Callable[[float, float], str]  # (its mean delta, the synthetic arm's) -> the sentence reading them
+
+
+_CONTROL_TEXT = {
+    "sources": _ControlText("real + sources again (control)",
+                            "Control (the synthetic frames' sources again, own labels: the mixing alone)", "#b9b9b9",
+                            lambda d, syn: f"the synthetic frames' content adds {syn - d:+.1f} beyond the mixing"),
+    "counterfactual": _ControlText("real + counterfactual (ceiling)",
+                                   "Ceiling (the cohort's true renderings of the same plan, targets as labels)",
+                                   "#5b9a68",
+                                   lambda d, syn: f"exact edits would add {d - syn:+.1f} over the synthetic frames"),
+}
 
 
 def payoff_markdown(table: pd.DataFrame) -> str:
     lines = []
     for det, t in table.groupby("detector", sort=False):
         controls = [k for k in CONTROLS if f"{k}_mean" in t.columns and t[f"{k}_mean"].notna().any()]
-        heads = [f"{_CONTROL_HEAD[k]} | Δ" for k in controls]
+        heads = [f"{_CONTROL_TEXT[k].head} | Δ" for k in controls]
         lines += [f"### {det}: held-out real frames, F1 % (mean ± sd over {int(t['seeds'].iloc[0])} seeds)", "",
                   "| AU | n | always present | real only | real + synthetic | Δ | |"
                   + "".join(f" {h} |" for h in heads), "|---|---|---|---|---|---|---|" + "---|---|" * len(heads)]
@@ -290,7 +303,8 @@ def payoff_markdown(table: pd.DataFrame) -> str:
                          f"(mean Δ {mean:+.1f}, worst AU{worst.au} {worst.delta:+.1f})")
         for k in controls:
             d = float(t.loc[t["au"] == "mean", f"{k}_delta"].iloc[0])
-            lines.append(f"{_CONTROL_NOTE[k]}: mean Δ {d:+.1f} against real only; {_AGAINST[k](d, mean)}.")
+            text = _CONTROL_TEXT[k]
+            lines.append(f"{text.note}: mean Δ {d:+.1f} against real only; {text.against(d, mean)}.")
         lines.append("")
     return "\n".join(lines)
 
@@ -307,7 +321,7 @@ def payoff_chart(table: pd.DataFrame, path) -> Path:
         t = table[table["detector"] == det]
         x = np.arange(len(t))
         bars = [("real", "real only", "#8c9db5"), ("synth", "real + synthetic", "#d9823b")]
-        bars += [(k, _CONTROL_HEAD[k], colour) for k, colour in (("sources", "#b9b9b9"), ("counterfactual", "#5b9a68"))
+        bars += [(k, c.head, c.colour) for k, c in _CONTROL_TEXT.items()
                  if f"{k}_mean" in t.columns and t[f"{k}_mean"].notna().any()]
         width = 0.8 / len(bars)
         for i, (key, label, colour) in enumerate(bars):

@@ -134,9 +134,9 @@ def test_control_and_ceiling_arms(aligned_store, synth, tmp_path):
     text = md.read_text()
     assert "(control)" in text and "(ceiling)" in text and "Ceiling (" in text and "Control (" in text
     mean = table[table["au"] == "mean"].iloc[0]  # the page's readings: synthetic against the control and the ceiling
-    assert f"{po._CONTROL_NOTE['sources']}: mean Δ {mean['sources_delta']:+.1f} against real only; the synthetic " \
+    assert f"{po._CONTROL_TEXT['sources'].note}: mean Δ {mean['sources_delta']:+.1f} against real only; the synthetic " \
            f"frames' content adds {mean['delta'] - mean['sources_delta']:+.1f} beyond the mixing." in text
-    assert f"{po._CONTROL_NOTE['counterfactual']}: mean Δ {mean['counterfactual_delta']:+.1f} against real only; " \
+    assert f"{po._CONTROL_TEXT['counterfactual'].note}: mean Δ {mean['counterfactual_delta']:+.1f} against real only; " \
            f"exact edits would add {mean['counterfactual_delta'] - mean['delta']:+.1f} over the synthetic frames." in text
     with pytest.raises(po.PayoffError, match="'oracle'"):
         po.PayoffConfig(controls=("oracle",))
