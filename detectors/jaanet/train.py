@@ -22,7 +22,8 @@ equals one process's to float tolerance, with the config's `batch_size` as the g
 under the same budget: an epoch is still len(real training frames) // batch_size steps, drawn at random from the
 real + extra frames, so a run with extra frames takes exactly as many optimizer steps, at the same learning
 rates, as one without (each frame is then seen fewer times). The AU loss weights (1 / rate) are computed over
-the frames actually trained on.
+the frames actually trained on. With `JaaNetConfig.prior = "real"` the detector's decisions assume the real
+training frames' AU rates, not the mixed set's (`losses.prior_offsets`, saved beside the weights).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from detectors.jaanet.config import JaaNetConfig, lr_at
 from detectors.jaanet.detector import JaaNetDetector, save_weights
 from detectors.jaanet.landmarks import interocular, to_49
 from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
-                                     landmark_loss)
+                                     landmark_loss, prior_offsets)
 from detectors.jaanet.model import JaaNet
 from lacgan import stats
 from lacgan.atomic import replacing, write_text
@@ -193,9 +194,11 @@ def train_jaanet(store_path, out_dir, cfg: JaaNetConfig, test_fold: int = 3, min
                "stopped_by_time_budget": stopped, "last_losses": log, "device": str(dev)}
     if not shard.main:  # nothing left to share: rank 0 writes the weights and scores the held-out fold alone
         return {**summary, "held_out": {"note": f"scored by rank 0, not rank {shard.rank}"}}
-    save_weights(net, cfg, out_dir, au_weights=w.cpu().numpy(), summary=summary)
+    offsets = prior_offsets(labels, labels[:len(rows)]) if cfg.prior == "real" else None
+    saved = dict(au_weights=w.cpu().numpy(), prior_offsets=offsets)
+    save_weights(net, cfg, out_dir, summary=summary, **saved)
     summary["held_out"] = _evaluate(JaaNetDetector.load(out_dir), store_path, test_fold)
-    save_weights(net, cfg, out_dir, au_weights=w.cpu().numpy(), summary=summary)
+    save_weights(net, cfg, out_dir, summary=summary, **saved)
     return summary
 
 
