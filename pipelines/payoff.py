@@ -217,14 +217,29 @@ def run_f1(scores: pd.DataFrame, supported: list[int]) -> pd.DataFrame:
     return au_metrics(labels, scores, tuple(supported), ids)
 
 
+def run_auc(scores: pd.DataFrame) -> pd.Series:
+    """Per-AU ROC AUC of one run's long table (its `score` against the known labels; NaN where an AU's frames
+    hold one class only), and their "mean": how well the detector ranks, whatever its threshold."""
+    from sklearn.metrics import roc_auc_score
+
+    ok = scores[(scores["label"] != -1) & (scores["status"] == "ok") & scores["score"].notna()]
+    auc = {str(au): roc_auc_score(g["label"], g["score"]) if g["label"].nunique() == 2 else np.nan
+           for au, g in ok.groupby("au")}
+    auc["mean"] = float(np.nanmean(list(auc.values()))) if any(np.isfinite(list(auc.values()))) else np.nan
+    return pd.Series(auc, name="auc")
+
+
 def payoff_table(scores: pd.DataFrame, runs: dict, band: float = 1.0) -> pd.DataFrame:
     """One row per detector and AU (and "mean"): always-present F1, F1 mean/sd over seeds per arm, the mean
-    paired delta and its sd, and a verdict (gain / loss / unchanged, |delta| < band)."""
+    paired delta and its sd, a verdict (gain / loss / unchanged, |delta| < band), and each arm's ROC AUC
+    (mean over seeds; `*_auc`)."""
     per_run = []
     for (det, arm, seed), g in scores.groupby(["detector", "arm", "seed"], sort=True):
         m = run_f1(g, runs[f"{det}-{_slug(arm)}-seed{seed}"]["supported_aus"])
+        m = m.merge(run_auc(g), left_on="au", right_index=True, how="left")
         per_run.append(m.assign(detector=det, arm=arm, seed=seed))
     runs_df = pd.concat(per_run, ignore_index=True)
+    auc = runs_df.pivot_table(index=["detector", "au"], columns="arm", values="auc", aggfunc="mean", dropna=False)
     wide = runs_df.pivot_table(index=["detector", "au", "seed"], columns="arm", values="f1", dropna=False)
     wide["delta"] = wide[ARMS[1]] - wide[ARMS[0]]
     controls = [k for k, arm in CONTROLS.items() if arm in wide.columns]
@@ -240,6 +255,8 @@ def payoff_table(scores: pd.DataFrame, runs: dict, band: float = 1.0) -> pd.Data
     for k in controls:  # the control / ceiling arms: their F1 and their own delta against real only
         cols |= {f"{k}_mean": agg[(CONTROLS[k], "mean")], f"{k}_sd": agg[(CONTROLS[k], "std")],
                  f"{k}_delta": agg[(f"{k}_delta", "mean")], f"{k}_delta_sd": agg[(f"{k}_delta", "std")]}
+    for key, arm in (("real", ARMS[0]), ("synth", ARMS[1]), *((k, CONTROLS[k]) for k in controls)):
+        cols[f"{key}_auc"] = auc[arm].reindex(agg.index)
     out = pd.DataFrame(cols).reset_index()
     order = {str(a): i for i, a in enumerate(AUS)} | {"mean": len(AUS)}
     out = out.sort_values(["detector", "au"], key=lambda c: c.map(order) if c.name == "au" else c)
@@ -301,6 +318,12 @@ def payoff_markdown(table: pd.DataFrame) -> str:
             met = mean >= 3 and worst.delta >= -3
             lines.append(f"Target (mean Δ ≥ +3, no AU below −3): {'met' if met else 'not met'} "
                          f"(mean Δ {mean:+.1f}, worst AU{worst.au} {worst.delta:+.1f})")
+        m = t[t["au"] == "mean"].iloc[0]
+        arms = [("real only", "real"), ("real + synthetic", "synth"), *((_CONTROL_TEXT[k].head, k) for k in controls)]
+        lines.append("Ranking, ROC AUC averaged over AUs and seeds (no threshold: an F1 Δ the AUC does not share "
+                     "moved the decision threshold, not what the detector tells apart): "
+                     + "; ".join(f"{name} {m[f'{key}_auc']:.3f}" + ("" if key == "real" else
+                                 f" (Δ {m[f'{key}_auc'] - m['real_auc']:+.3f})") for name, key in arms) + ".")
         for k in controls:
             d = float(t.loc[t["au"] == "mean", f"{k}_delta"].iloc[0])
             text = _CONTROL_TEXT[k]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from detectors.base import detector_preset, train_detector
 from manifests.aligned import AlignedStore
@@ -66,7 +66,22 @@ def test_table_is_recomputed_from_the_score_file(aligned_store, hogsvm_payoff):
         assert r.verdict == ("gain" if r.delta >= 1 else "loss" if r.delta <= -1 else "unchanged")
     mean = table[table["au"] == "mean"].iloc[0]
     assert mean.real_mean == pytest.approx(table[table["au"] != "mean"]["real_mean"].mean())  # over supported AUs
+    # each arm's ranking: ROC AUC of the raw scores per seed, then averaged over seeds (over AUs for "mean")
+    auc = {}
+    for (arm, seed, au), g in scores.groupby(["arm", "seed", "au"]):
+        g = g[(g["label"] != -1) & (g["status"] == "ok")]
+        auc[arm, seed, str(au)] = roc_auc_score(g["label"], g["score"]) if g["label"].nunique() == 2 else np.nan
+    by_au = table.set_index("au")
+    for key, arm in (("real", "real"), ("synth", "real+synthetic")):
+        for au in by_au.index.drop("mean"):
+            got = [v for v in (auc.get((arm, s, au), np.nan) for s in (0, 1)) if not np.isnan(v)]
+            assert by_au.loc[au, f"{key}_auc"] == pytest.approx(np.mean(got) if got else np.nan, nan_ok=True)
+        seeds = [np.nanmean([v for (a, s, _), v in auc.items() if a == arm and s == seed]) for seed in (0, 1)]
+        assert by_au.loc["mean", f"{key}_auc"] == pytest.approx(np.mean(seeds))
     text = md.read_text()
+    m = by_au.loc["mean"]
+    assert (f"real only {m.real_auc:.3f}; real + synthetic {m.synth_auc:.3f} (Δ {m.synth_auc - m.real_auc:+.3f})."
+            in text)
     assert "| AU12 |" in text and "Gained:" in text and "Target" in text and (out / "payoff.png").stat().st_size > 0
     # the always-present baseline comes from the labels alone
     g = scores[(scores.au == 12) & (scores.arm == "real") & (scores.seed == 0) & (scores.label != -1)]
@@ -138,6 +153,8 @@ def test_control_and_ceiling_arms(aligned_store, synth, tmp_path):
            f"frames' content adds {mean['delta'] - mean['sources_delta']:+.1f} beyond the mixing." in text
     assert f"{po._CONTROL_TEXT['counterfactual'].note}: mean Δ {mean['counterfactual_delta']:+.1f} against real only; " \
            f"exact edits would add {mean['counterfactual_delta'] - mean['delta']:+.1f} over the synthetic frames." in text
+    assert f"real + sources again (control) {mean['sources_auc']:.3f} (Δ {mean['sources_auc'] - mean['real_auc']:+.3f})" \
+           in text and not np.isnan(mean["counterfactual_auc"])
     with pytest.raises(po.PayoffError, match="'oracle'"):
         po.PayoffConfig(controls=("oracle",))
 
