@@ -13,7 +13,7 @@ from detectors.jaanet.config import JaaNetConfig
 from detectors.jaanet.landmarks import (FLIP_49, FLIP_68, KEEP_68, flip_landmarks, interocular, predefined_maps,
                                         to_49, to_68)
 from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
-                                     landmark_loss, prior_offsets)
+                                     landmark_loss)
 from detectors.jaanet.model import JaaNet
 from lacgan.regions import attention_maps, au_centres
 
@@ -117,31 +117,6 @@ def test_au_weights_are_inverse_occurrence_summing_to_the_au_count():
     w = au_weights(lab)
     raw = np.array([4 / 3, 3.0])
     np.testing.assert_allclose(w, raw / raw.sum() * 2, rtol=1e-6)
-
-
-def test_prior_offsets_by_hand():
-    real = np.array([[1, 0], [0, 0], [0, 1], [0, -1], [0, 0]])  # rates 1/5 and 1/4 (unknown left out)
-    extra = np.array([[1, 1], [1, -1], [1, 0]])
-    both = np.concatenate([real, extra])  # rates 4/8 and 2/6
-    logit = lambda r: math.log(r / (1 - r))
-    np.testing.assert_allclose(prior_offsets(both, real), [logit(4 / 8) - logit(1 / 5), logit(2 / 6) - logit(1 / 4)],
-                               rtol=1e-5)
-    assert not prior_offsets(real, real).any()  # no extra frames: nothing to correct
-
-
-def test_the_detector_moves_its_logit_by_the_prior_offsets():
-    from detectors.jaanet.detector import JaaNetDetector
-
-    torch.manual_seed(0)
-    cfg = JaaNetConfig(input_size=64, crop=64, unit=2)
-    net = JaaNet(crop=64, unit=2)
-    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    plain = JaaNetDetector(net, cfg, {}).predict(images)
-    b = np.linspace(-1.5, 1.5, 12).astype(np.float32)
-    moved = JaaNetDetector(net, cfg, {"prior_offsets": b.tolist()}).predict(images)
-    logit = np.log(plain) - np.log1p(-plain)
-    np.testing.assert_allclose(moved, 1 / (1 + np.exp(-(logit - b))), atol=1e-5)
-    assert (moved[:, b > 0] < plain[:, b > 0]).all() and (moved[:, b < 0] > plain[:, b < 0]).all()
 
 
 def test_softmax_and_dice_losses_by_hand():
@@ -325,32 +300,6 @@ def test_train_resume_and_score_smoke(aligned_store, tmp_path):
     df = det.score(fs.subset(np.arange(6)))
     assert len(df) == 6 * 12 and df["score"].between(0, 1).all()
     assert set(df["present"]) <= {0, 1} and (df["present"] == (df["score"] >= 0.5)).all()
-
-
-def test_training_on_extra_frames_with_the_real_prior_saves_its_offsets(aligned_store, tmp_path):
-    import json
-
-    from detectors.base import detector_preset, train_detector
-    from detectors.frames import ExtraFrames, FrameSource
-    from detectors.jaanet.train import _training_rows
-    from manifests.aligned import AlignedStore
-
-    torch.set_num_threads(1)
-    store = AlignedStore.open(aligned_store)
-    rows = _training_rows(store, 3)[:16]
-    images, lm, _ = store.read(rows)
-    labels = np.ones((len(rows), 12), np.int8)  # every AU present in the extra frames
-    extra = ExtraFrames(FrameSource.from_arrays(images, labels=labels), lm)
-    small = detector_preset("jaanet", "cpu", epochs=1, batch_size=8, input_size=56, crop=48, unit=2)
-    for prior in ("trained", "real"):
-        train_detector("jaanet", aligned_store, tmp_path / prior, replace(small, prior=prior), extra=[extra])
-    real = store.labels()[_training_rows(store, 3)]
-    saved = json.loads((tmp_path / "real" / "config.json").read_text())
-    np.testing.assert_allclose(saved["prior_offsets"], prior_offsets(np.concatenate([real, labels]), real), rtol=1e-5)
-    assert min(saved["prior_offsets"]) > 0  # the extra frames raised every rate
-    assert "prior_offsets" not in json.loads((tmp_path / "trained" / "config.json").read_text())
-    with pytest.raises(ValueError, match="prior must be one of"):
-        replace(small, prior="test")
 
 
 def test_bf16_scoring_stays_close_and_keeps_float32_outputs():

@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 
-PRIORS = ("trained", "real")  # JaaNetConfig.prior
-
-
 @dataclass(frozen=True)
 class JaaNetConfig:
     input_size: int = 200  # faces resized to this before cropping (paper: 200)
@@ -33,15 +30,8 @@ class JaaNetConfig:
     colour_jitter: float = 0.0  # photometric augmentation strength (data.colour_jitter); not in the paper
     regions: str = "wide"  # the attention maps' rule (lacgan.regions.RULES): "wide", the rule every preset was
     #                        chosen with; "reference" = PyTorch-JAANet's generate_map
-    prior: str = "trained"  # the AU rates its decisions assume: "trained", those of the frames it trained on (the
-    #                         reference); "real", those of the real training frames, when extra frames (a
-    #                         label-balanced set) changed them (losses.prior_offsets; docs/trainset.md)
     seed: int = 0
     device: str = "auto"  # lacgan.device.pick_device
-
-    def __post_init__(self):
-        if self.prior not in PRIORS:
-            raise ValueError(f"JaaNetConfig.prior must be one of {PRIORS}, got {self.prior!r}")
 
 
 PRESETS: dict[str, JaaNetConfig] = {

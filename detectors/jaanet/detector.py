@@ -1,7 +1,4 @@
-"""JAA-Net as a Detector: resize, centre crop, forward, present-probability ≥ 0.5.
-
-The present-probability is the two-way softmax's, its logit first moved by the AU's `prior_offsets` when the
-weights carry any (JaaNetConfig.prior = "real": trained on extra frames that changed the AU rates)."""
+"""JAA-Net as a Detector: resize, centre crop, forward, present-probability ≥ 0.5."""
 
 from __future__ import annotations
 
@@ -27,18 +24,14 @@ from manifests.aus import AUS
 WEIGHTS, CONFIG = "jaanet.safetensors", "config.json"
 
 
-def save_weights(net: JaaNet, cfg: JaaNetConfig, out_dir, au_weights: np.ndarray, summary: dict,
-                 prior_offsets: np.ndarray | None = None) -> Path:
-    """Weights (safetensors) then config JSON, each written to a temp file and renamed. `prior_offsets`: per-AU
-    logit offsets the detector subtracts (losses.prior_offsets); None or all 0: none."""
+def save_weights(net: JaaNet, cfg: JaaNetConfig, out_dir, au_weights: np.ndarray, summary: dict) -> Path:
+    """Weights (safetensors) then config JSON, each written to a temp file and renamed."""
     out_dir = Path(out_dir)
     with replacing(out_dir / WEIGHTS) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     digest = hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest()[:16]
     meta = {"detector": "jaanet", "config": config_json(cfg), "au_weights": au_weights.tolist(),
             "weights_sha256_16": digest, "summary": summary}
-    if prior_offsets is not None and np.any(prior_offsets):
-        meta["prior_offsets"] = [float(v) for v in prior_offsets]
     write_text(out_dir / CONFIG, json.dumps(meta, indent=2, default=str))
     return out_dir / WEIGHTS
 
@@ -54,8 +47,6 @@ class JaaNetDetector:
         self.net, self.cfg, self.meta = net.eval(), cfg, meta
         self.batch_size, self.threshold, self.precision = batch_size, threshold, precision
         self.device = next(net.parameters()).device
-        offsets = meta.get("prior_offsets")
-        self.offsets = None if offsets is None else torch.tensor(offsets, dtype=torch.float32, device=self.device)
 
     @classmethod
     def load(cls, weights_dir, device: str | None = None, batch_size: int = 64,
@@ -87,10 +78,7 @@ class JaaNetDetector:
         x = data.centre_crop(data.resize_images(images, self.cfg.input_size), self.cfg.crop)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = self.net(data.to_tensor(x, self.device))  # bf16: convolutions only; logits stay float32
-        logp = out["au_logp"].float()
-        if self.offsets is None:
-            return logp[:, 1].exp().cpu().numpy()
-        return torch.sigmoid(logp[:, 1] - logp[:, 0] - self.offsets).cpu().numpy()
+        return out["au_logp"][:, 1].exp().float().cpu().numpy()
 
     def score(self, frames: FrameSource) -> pd.DataFrame:
         ids, probs = [], []

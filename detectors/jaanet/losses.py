@@ -29,22 +29,6 @@ def au_weights(labels: np.ndarray, floor: float = 1e-3) -> np.ndarray:
     return (w / w.sum() * len(w)).astype(np.float32)
 
 
-def prior_offsets(labels: np.ndarray, real: np.ndarray, floor: float = 1e-3) -> np.ndarray:
-    """Per-AU logit offset logit(rate in `labels`) − logit(rate in `real`), rates among known labels.
-
-    `labels` are the frames a detector trained on, `real` the real ones among them. The two-way softmax learns
-    the presence rate of its training frames; extra frames (a label-balanced set) raise the rate of rare AUs
-    above the one the detector will meet. Subtracting the offset from the detector's logit moves its decision
-    back to the real frames' prior (Saerens et al., 2002). 0 for every AU when the rates are equal."""
-    def logit(rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows)
-        rate = (rows == 1).sum(0) / np.maximum((rows != -1).sum(0), 1)
-        rate = np.clip(rate, floor, 1 - floor)
-        return np.log(rate) - np.log1p(-rate)
-
-    return (logit(labels) - logit(real)).astype(np.float32)
-
-
 def au_softmax_loss(logp: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted two-way softmax loss. logp (B, 2, A) log-probabilities; mean over known frames per AU,
     times the AU's weight, mean over AUs."""

@@ -22,8 +22,7 @@ equals one process's to float tolerance, with the config's `batch_size` as the g
 under the same budget: an epoch is still len(real training frames) // batch_size steps, drawn at random from the
 real + extra frames, so a run with extra frames takes exactly as many optimizer steps, at the same learning
 rates, as one without (each frame is then seen fewer times). The AU loss weights (1 / rate) are computed over
-the frames actually trained on. With `JaaNetConfig.prior = "real"` the detector's decisions assume the real
-training frames' AU rates, not the mixed set's (`losses.prior_offsets`, saved beside the weights).
+the frames actually trained on.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from detectors.jaanet.config import JaaNetConfig, lr_at
 from detectors.jaanet.detector import JaaNetDetector, save_weights
 from detectors.jaanet.landmarks import interocular, to_49
 from detectors.jaanet.losses import (attention_refine_loss, au_dice_loss, au_softmax_loss, au_weights,
-                                     landmark_loss, prior_offsets)
+                                     landmark_loss)
 from detectors.jaanet.model import JaaNet
 from lacgan import stats
 from lacgan.atomic import replacing, write_text
@@ -194,11 +193,9 @@ def train_jaanet(store_path, out_dir, cfg: JaaNetConfig, test_fold: int = 3, min
                "stopped_by_time_budget": stopped, "last_losses": log, "device": str(dev)}
     if not shard.main:  # nothing left to share: rank 0 writes the weights and scores the held-out fold alone
         return {**summary, "held_out": {"note": f"scored by rank 0, not rank {shard.rank}"}}
-    offsets = prior_offsets(labels, labels[:len(rows)]) if cfg.prior == "real" else None
-    saved = dict(au_weights=w.cpu().numpy(), prior_offsets=offsets)
-    save_weights(net, cfg, out_dir, summary=summary, **saved)
+    save_weights(net, cfg, out_dir, au_weights=w.cpu().numpy(), summary=summary)
     summary["held_out"] = _evaluate(JaaNetDetector.load(out_dir), store_path, test_fold)
-    save_weights(net, cfg, out_dir, summary=summary, **saved)
+    save_weights(net, cfg, out_dir, au_weights=w.cpu().numpy(), summary=summary)
     return summary
 
 
