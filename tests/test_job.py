@@ -69,7 +69,9 @@ def test_the_counterfactual_ceiling_needs_the_embedded_cohort():
         compose_job("bp4d", {"trainset": {}, "payoff": {"controls": ["counterfactual"]}})
     from pipelines.job import payoff_config
 
-    assert payoff_config(compose_job("demo")).controls == ("counterfactual",)
+    assert payoff_config(compose_job("demo")).controls == ()  # the demo's budget holds no ceiling arm
+    asked = compose_job("demo", {"payoff": {"controls": ["counterfactual"]}})
+    assert payoff_config(asked).controls == ("counterfactual",)
     assert compose_job("bp4d", {"trainset": {}, "payoff": {"controls": ["sources"]}}).payoff.controls == ("sources",)
 
 
