@@ -308,8 +308,8 @@ def payoff_markdown(table: pd.DataFrame) -> str:
             lines.append(f"| {name} | {r['n']} | {_fmt(r['always_present'])} | {_fmt(r['real_mean'], r['real_sd'])} | "
                          f"{_fmt(r['synth_mean'], r['synth_sd'])} | {_fmt(r['delta'], r['delta_sd'], sign=True)} | "
                          f"{r['verdict']} |" + more)
-        per_au = t[t["au"] != "mean"]
-        mean = float(t.loc[t["au"] == "mean", "delta"].iloc[0])
+        per_au, m = t[t["au"] != "mean"], t[t["au"] == "mean"].iloc[0]
+        mean = float(m["delta"])
         named = {v: ", ".join("AU" + a for a in per_au.loc[per_au["verdict"] == v, "au"]) or "none"
                  for v in ("gain", "loss")}
         lines += ["", f"Gained: {named['gain']}; lost: {named['loss']}."]
@@ -318,15 +318,13 @@ def payoff_markdown(table: pd.DataFrame) -> str:
             met = mean >= 3 and worst.delta >= -3
             lines.append(f"Target (mean Δ ≥ +3, no AU below −3): {'met' if met else 'not met'} "
                          f"(mean Δ {mean:+.1f}, worst AU{worst.au} {worst.delta:+.1f})")
-        m = t[t["au"] == "mean"].iloc[0]
         arms = [("real only", "real"), ("real + synthetic", "synth"), *((_CONTROL_TEXT[k].head, k) for k in controls)]
         lines.append("Ranking, ROC AUC averaged over AUs and seeds (no threshold: an F1 Δ the AUC does not share "
                      "moved the decision threshold, not what the detector tells apart): "
                      + "; ".join(f"{name} {m[f'{key}_auc']:.3f}" + ("" if key == "real" else
                                  f" (Δ {m[f'{key}_auc'] - m['real_auc']:+.3f})") for name, key in arms) + ".")
         for k in controls:
-            d = float(t.loc[t["au"] == "mean", f"{k}_delta"].iloc[0])
-            text = _CONTROL_TEXT[k]
+            d, text = float(m[f"{k}_delta"]), _CONTROL_TEXT[k]
             lines.append(f"{text.note}: mean Δ {d:+.1f} against real only; {text.against(d, mean)}.")
         lines.append("")
     return "\n".join(lines)
