@@ -215,7 +215,11 @@ def test_editor_interface_and_unknown_targets(run):
     imgs, lm, _ = faces(5, 64, seed=4)
     t = np.random.default_rng(0).integers(0, 2, (5, 12)).astype(np.int8)
     out = ed.edit(imgs, lm, t, batch_size=2)
-    assert out.dtype == np.uint8 and out.shape == imgs.shape and np.array_equal(out, ed.edit(imgs, lm, t))
+    assert out.dtype == np.uint8 and out.shape == imgs.shape
+    # batches of 2 make the frames one batch makes, to the float rounding of batch-size-dependent CPU kernels:
+    # on an AMD EPYC machine 2 of 61,440 values land 1 grey level apart (exactly equal on the machines before it)
+    apart = np.abs(out.astype(int) - ed.edit(imgs, lm, t).astype(int))
+    assert apart.max() <= 1 and (apart > 0).mean() < 1e-3
     assert not np.array_equal(out, imgs)
     # -1: the state the critic reads in the source
     t[:, 3:] = -1

@@ -177,7 +177,9 @@ def test_two_processes_train_what_one_process_trains(runs):
     w1, w2 = _weights(tmp / "one"), _weights(tmp / "two")
     assert w1.keys() == w2.keys()
     for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-4, msg=k)
+        # float sums in another order: up to 2.0e-4 apart (batch-norm running means) on an AMD EPYC machine,
+        # under 1e-4 on the Intel machines before it
+        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=5e-4, msg=lambda m, k=k: f"{k}: {m}")
     assert any(not torch.equal(w2[k], w1[k]) for k in w1)  # two processes did run: float sums in another order
     s1, s2 = runs["single"], runs["two"][0]["summary"]
     assert s1["processes"] == 1 and s2["processes"] == 2

@@ -228,7 +228,8 @@ def test_payoff_with_a_jobs_detector_configs(aligned_store, synth, tmp_path, mon
     from flows.cli import main
     from pipelines.job import compose_job, write_job
 
-    job = write_job(compose_job("demo", {"test_fold": 2}), tmp_path / "job.json")
+    changes = {"test_fold": 2, "payoff": {"controls": ["counterfactual"]}}
+    job = write_job(compose_job("demo", changes), tmp_path / "job.json")
     seen = []
     monkeypatch.setattr(po, "measure_payoff", lambda store, syn, out, cfg: seen.append(cfg) or _md(tmp_path))
     rc = main(["payoff", "--store", str(aligned_store), "--synthetic", str(synth), "--out", str(tmp_path / "p"),
