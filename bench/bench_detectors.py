@@ -176,6 +176,39 @@ def jaanet_vs_reference(reference: str | None, crop: int = 176, unit: int = 8, b
     return [(k, batch / statistics.median(v), batch / min(v)) for k, v in times.items()]
 
 
+def jaanet_training_step(preset: str = "demo", reps: int = 5) -> list[tuple[str, float, float]]:
+    """[(layout, median s/step, best s/step)]: one JAA-Net training step (`train._train_step`: forward, the
+    JAA-Net loss, backward, SGD) at a preset's sizes, the network in PyTorch's default (contiguous) layout and in
+    channels-last (what training uses on the CPU); same weights, same batch, repetitions interleaved."""
+    from detectors.jaanet.config import PRESETS
+    from detectors.jaanet.model import JaaNet
+    from detectors.jaanet.train import _train_step, build_optimizer
+
+    cfg = PRESETS[preset]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (cfg.batch_size, cfg.crop, cfg.crop, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, (cfg.batch_size, 12))
+    lm = np.repeat(aligned_landmarks49(cfg.input_size, cfg.crop)[None], cfg.batch_size, 0).astype(np.float32)
+    w = torch.ones(12)
+    runs = {}
+    for layout in ("contiguous", "channels-last"):
+        torch.manual_seed(0)
+        net = JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions)
+        net.init_landmarks(lm[0])
+        if layout == "channels-last":
+            net = net.to(memory_format=torch.channels_last)
+        runs[layout] = (net.train(), build_optimizer(net, cfg))
+    dev = torch.device("cpu")
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(reps):
+        for k, (net, opt) in runs.items():
+            _train_step(net, opt, x, labels, lm, w, cfg, dev)  # warm-up right before each timed call
+            t = time.perf_counter()
+            _train_step(net, opt, x, labels, lm, w, cfg, dev)
+            times[k].append(time.perf_counter() - t)
+    return [(k, statistics.median(v), min(v)) for k, v in times.items()]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default=None)
@@ -186,11 +219,23 @@ def main(argv=None) -> int:
     ap.add_argument("--openface-bin", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--reference", default=None, help="a fetched PyTorch-JAANet copy (checkout or git dir)")
-    ap.add_argument("--only", choices=("scoring", "reference"), default=None, help="run one of the two tables")
+    ap.add_argument("--only", choices=("scoring", "reference", "training"), default=None,
+                    help="run one of the three tables")
     ap.add_argument("--reps", type=int, default=3, help="reference comparison: interleaved repetitions")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.only in (None, "training"):
+        rows = jaanet_training_step(reps=args.reps + 2)
+        base = rows[0][1]
+        print(f"JAA-Net training step, demo preset sizes, CPU, torch threads {torch.get_num_threads()}, "
+              f"{args.reps + 2} interleaved repetitions")
+        print("| layout | s/step (median) | vs contiguous | s/step (best) |\n|---|---|---|---|")
+        for name, med, best in rows:
+            print(f"| {name} | {med:.3f} | {med / base:.2f} | {best:.3f} |")
+        if args.only == "training":
+            return 0
+        print()
     if args.only != "scoring":
         rows = jaanet_vs_reference(args.reference, reps=args.reps)
         ref = {name: (med, best) for name, med, best in rows}.get("PyTorch-JAANet v1 modules (reference)")

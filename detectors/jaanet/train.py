@@ -138,6 +138,8 @@ def train_jaanet(store_path, out_dir, cfg: JaaNetConfig, test_fold: int = 3, min
     w = torch.from_numpy(au_weights(labels)).to(dev)
 
     net = JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions).to(dev)  # same seed: same weights on every rank
+    if dev.type == "cpu":  # oneDNN's grouped-conv backward is faster channels-last: ~20 % per step (bench_detectors)
+        net = net.to(memory_format=torch.channels_last)
     if shard.world > 1:
         convert_batchnorm(net)
     off = data.centre_offset(cfg.input_size, cfg.crop)
