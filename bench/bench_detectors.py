@@ -1,8 +1,10 @@
-"""Frames per second of each detector's scoring (`Detector.score`), printed as a Markdown table; and JAA-Net's
-network against the public PyTorch-JAANet v1 modules at the paper's size, side by side.
+"""Frames per second of each detector's scoring (`Detector.score`), printed as a Markdown table; JAA-Net's
+network against the public PyTorch-JAANet v1 modules at the paper's size, side by side; and one JAA-Net training
+step in both memory layouts (training uses channels-last on the CPU).
 
     python bench/bench_detectors.py [--store STORE.zarr] [--frames 256] [--jaanet DIR] [--hogsvm DIR]
     python bench/bench_detectors.py --only reference --reference PATH   # PATH: a fetched PyTorch-JAANet copy
+    python bench/bench_detectors.py --only training   # one JAA-Net training step, contiguous vs channels-last
 
 Without --store, random 128-px frames are scored. Without trained weights the trainable detectors run with
 freshly initialised ones (same arithmetic, so the same speed; the table says so). OpenFace is timed only when a
