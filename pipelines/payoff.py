@@ -142,7 +142,8 @@ def train_and_score(store_path, run_dir, det: str, seed: int, cfg: PayoffConfig,
     df["label"] = test.labels[pos, np.searchsorted(np.asarray(AUS), df["au"].to_numpy())]
     info = {"supported_aus": [int(a) for a in detector.supported_aus], "train_frames": summary.get("train_frames"),
             "extra_frames": summary.get("extra_frames", 0), "steps_per_epoch": summary.get("steps_per_epoch"),
-            "minutes": round((time.perf_counter() - t0) / 60, 2)}
+            "minutes": round((time.perf_counter() - t0) / 60, 2),
+            "config": json.loads(json.dumps(asdict(cfg.config(det, seed)), default=str))}
     return df, info
 
 
@@ -293,7 +294,25 @@ _CONTROL_TEXT = {
 }
 
 
-def payoff_markdown(table: pd.DataFrame) -> str:
+def budget_text(det: str, runs: dict) -> str:
+    """What every arm of `det` was trained with (from the runs' saved info). A payoff holds for its budget only:
+    JAA-Net's on the demo's set changes sign between its 10- and 18-epoch schedules (docs/trainset.md)."""
+    infos = [info for name, info in runs.items() if name.startswith(f"{det}-")]
+    configs = [info.get("config") for info in infos]
+    if not infos or any(c is None for c in configs):
+        return "Training budget: not recorded (score files written before it was)."
+    cfg, steps = configs[0], {info.get("steps_per_epoch") for info in infos}
+    if "epochs" in cfg:
+        how = (f"{cfg['epochs']} epochs × {'/'.join(str(s) for s in sorted(steps, key=str))} steps of batch "
+               f"{cfg['batch_size']}, lr {cfg['lr']} × {cfg['lr_gamma']} every {cfg['lr_step']} epochs")
+    else:
+        how = "one fit" + "".join(f", {k} {cfg[k]}" for k in ("C", "max_iter") if k in cfg)
+    extra = sorted({info.get("extra_frames", 0) for info in infos} - {0})
+    return (f"Training budget, every arm and seed: {how}; {infos[0].get('train_frames')} real training frames"
+            + (f" (+ {' / '.join(map(str, extra))} extra frames in the mixed arms)" if extra else "") + ".")
+
+
+def payoff_markdown(table: pd.DataFrame, runs: dict) -> str:
     lines = []
     for det, t in table.groupby("detector", sort=False):
         controls = [k for k in CONTROLS if f"{k}_mean" in t.columns and t[f"{k}_mean"].notna().any()]
@@ -326,6 +345,7 @@ def payoff_markdown(table: pd.DataFrame) -> str:
         for k in controls:
             d, text = float(m[f"{k}_delta"]), _CONTROL_TEXT[k]
             lines.append(f"{text.note}: mean Δ {d:+.1f} against real only; {text.against(d, mean)}.")
+        lines.append(budget_text(det, runs))
         lines.append("")
     return "\n".join(lines)
 
@@ -375,5 +395,5 @@ def write_payoff(scores_path, out, band: float = 1.0) -> Path:
                                                 indent=2, default=str))
     payoff_chart(table, out / "payoff.png")
     md = out / "payoff.md"
-    md.write_text(payoff_markdown(table) + f"\nChart: payoff.png. Scores (recompute every number): {scores_path}\n")
+    md.write_text(payoff_markdown(table, runs) + f"\nChart: payoff.png. Scores (recompute every number): {scores_path}\n")
     return md

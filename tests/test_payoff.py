@@ -83,6 +83,12 @@ def test_table_is_recomputed_from_the_score_file(aligned_store, hogsvm_payoff):
     assert (f"real only {m.real_auc:.3f}; real + synthetic {m.synth_auc:.3f} (Δ {m.synth_auc - m.real_auc:+.3f})."
             in text)
     assert "| AU12 |" in text and "Gained:" in text and "Target" in text and (out / "payoff.png").stat().st_size > 0
+    # the budget both arms shared, from the runs' saved configs (the cpu preset's C)
+    real = runs["hogsvm-real-seed0"]
+    assert real["config"]["C"] == detector_preset("hogsvm", "cpu").C and real["config"]["seed"] == 0
+    assert (f"Training budget, every arm and seed: one fit, C {real['config']['C']}, max_iter "
+            f"{real['config']['max_iter']}; {real['train_frames']} real training frames (+ "
+            f"{runs['hogsvm-real-synthetic-seed0']['extra_frames']} extra frames in the mixed arms).") in text
     # the always-present baseline comes from the labels alone
     g = scores[(scores.au == 12) & (scores.arm == "real") & (scores.seed == 0) & (scores.label != -1)]
     base = table.set_index("au").loc["12", "always_present"]
@@ -172,6 +178,17 @@ def test_jaanet_payoff_smoke(aligned_store, synth, tmp_path):
     real, both = runs["jaanet-real-seed0"], runs["jaanet-real-synthetic-seed0"]
     assert real["steps_per_epoch"] == both["steps_per_epoch"] == real["train_frames"] // 16
     assert both["extra_frames"] == len(synthetic_extra(synth, aligned_store, 3).frames) and real["extra_frames"] == 0
+    assert (f"Training budget, every arm and seed: 1 epochs × {real['steps_per_epoch']} steps of batch 16, lr 0.01 × "
+            f"0.3 every 5 epochs; {real['train_frames']} real training frames" in (tmp_path / "payoff.md").read_text())
+
+
+def test_budget_of_score_files_without_configs():
+    """Score files written before the runs saved their configs say so rather than guess a budget."""
+    old = {"jaanet-real-seed0": {"steps_per_epoch": 8, "train_frames": 128, "extra_frames": 0}}
+    assert po.budget_text("jaanet", old) == "Training budget: not recorded (score files written before it was)."
+    new = {k: {**v, "config": {"epochs": 18, "batch_size": 16, "lr": 0.01, "lr_gamma": 0.3, "lr_step": 5}}
+           for k, v in old.items()}
+    assert po.budget_text("jaanet", new).startswith("Training budget, every arm and seed: 18 epochs × 8 steps")
 
 
 @pytest.fixture(scope="module")
