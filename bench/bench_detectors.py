@@ -181,10 +181,11 @@ def jaanet_vs_reference(reference: str | None, crop: int = 176, unit: int = 8, b
 def jaanet_training_step(preset: str = "demo", reps: int = 5) -> list[tuple[str, float, float]]:
     """[(layout, median s/step, best s/step)]: one JAA-Net training step (`train._train_step`: forward, the
     JAA-Net loss, backward, SGD) at a preset's sizes, the network in PyTorch's default (contiguous) layout and in
-    channels-last (what training uses on the CPU); same weights, same batch, repetitions interleaved."""
+    channels-last (`train.training_layout`, what training uses on the CPU); same weights, same batch, repetitions
+    interleaved."""
     from detectors.jaanet.config import PRESETS
     from detectors.jaanet.model import JaaNet
-    from detectors.jaanet.train import _train_step, build_optimizer
+    from detectors.jaanet.train import _train_step, build_optimizer, training_layout
 
     cfg = PRESETS[preset]
     rng = np.random.default_rng(0)
@@ -192,15 +193,14 @@ def jaanet_training_step(preset: str = "demo", reps: int = 5) -> list[tuple[str,
     labels = rng.integers(0, 2, (cfg.batch_size, 12))
     lm = np.repeat(aligned_landmarks49(cfg.input_size, cfg.crop)[None], cfg.batch_size, 0).astype(np.float32)
     w = torch.ones(12)
-    runs = {}
+    runs, dev = {}, torch.device("cpu")
     for layout in ("contiguous", "channels-last"):
         torch.manual_seed(0)
         net = JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions)
         net.init_landmarks(lm[0])
         if layout == "channels-last":
-            net = net.to(memory_format=torch.channels_last)
+            net = training_layout(net, dev)
         runs[layout] = (net.train(), build_optimizer(net, cfg))
-    dev = torch.device("cpu")
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(reps):
         for k, (net, opt) in runs.items():

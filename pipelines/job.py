@@ -117,7 +117,7 @@ PRESETS: dict[str, JobConfig] = {
         report=ReportConfig(identity_pairs=32),
         trainset=TrainsetConfig(critic="hogsvm"),  # failed edits unlabelled by the job's HOG+SVM (docs/trainset.md)
         # HOG+SVM's payoff only: its ceiling arm (controls=("counterfactual",)) costs ~4 min on a fast 2-core
-        # machine and ~6.5 on a slow one, which the 30-minute budget does not hold (docs/trainset.md)
+        # machine and 4.7 on a slow one, more than the slow machine's margin in the 30-minute budget (docs/trainset.md)
         payoff=PayoffSettings(detectors=("hogsvm",)),
         baselines={"ganimation": ganimation_preset("demo")}),
     # BP4D with the paper's sizes and schedules (GPU recommended).

@@ -49,6 +49,13 @@ from lacgan.progress import progress as show_progress
 from manifests.aligned import AlignedStore
 
 
+def training_layout(net: JaaNet, dev: torch.device) -> JaaNet:
+    """The memory layout training uses: channels-last on the CPU, where oneDNN's backward pass for the grouped
+    convolutions is faster that way (~20 % per step: `bench/bench_detectors.py --only training`); CUDA keeps
+    PyTorch's default (not measured here)."""
+    return net.to(memory_format=torch.channels_last) if dev.type == "cpu" else net
+
+
 def build_optimizer(net: JaaNet, cfg: JaaNetConfig) -> torch.optim.SGD:
     refine = list(net.refine.parameters())
     ids = {id(p) for p in refine}
@@ -137,9 +144,8 @@ def train_jaanet(store_path, out_dir, cfg: JaaNetConfig, test_fold: int = 3, min
         images = _cache(store, rows, cfg.input_size, out_dir, extra, progress)
     w = torch.from_numpy(au_weights(labels)).to(dev)
 
-    net = JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions).to(dev)  # same seed: same weights on every rank
-    if dev.type == "cpu":  # oneDNN's grouped-conv backward is faster channels-last: ~20 % per step (bench_detectors)
-        net = net.to(memory_format=torch.channels_last)
+    # same seed: same weights on every rank
+    net = training_layout(JaaNet(crop=cfg.crop, unit=cfg.unit, regions=cfg.regions).to(dev), dev)
     if shard.world > 1:
         convert_batchnorm(net)
     off = data.centre_offset(cfg.input_size, cfg.crop)
